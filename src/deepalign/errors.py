@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them as one line and exits with status 2."""
+
+from __future__ import annotations
+
+
+class DeepAlignError(Exception):
+    """An error caused by the user's input or environment (bad file, unknown model, offline hub id)."""
+
+
+class DataError(DeepAlignError):
+    """Malformed input data; the message names file, line and field."""
+
+    def __init__(self, path: str, line: int | None, field: str | None, problem: str):
+        where = str(path) + (f":{line}" if line is not None else "")
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{problem}")
+        self.path, self.line, self.field, self.problem = path, line, field, problem
