@@ -1,0 +1,1 @@
+"""Training: safety-recovery augmentation, the token-wise constrained objective, trainers and attacks."""
