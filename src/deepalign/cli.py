@@ -1,0 +1,129 @@
+"""The ``deepalign`` command: each subcommand is a thin shell over one library function.
+
+User errors (bad files, unknown models, offline hub ids) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepalign.errors import DeepAlignError
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _format_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", default="chat", choices=["chat", "plain", "alpaca"], help="prompt template")
+    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
+
+
+def cmd_kl(args: argparse.Namespace) -> int:
+    from deepalign.depth.kl import KLConfig, run_kl
+
+    config = KLConfig(
+        template=args.template, system=args.system, base_template=args.base_template,
+        batch_size=args.batch_size, max_positions=args.max_positions,
+    )
+    profile = run_kl(
+        args.aligned, args.base, args.data, args.out, config, limit=args.limit, device=args.device,
+        dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=not args.no_progress,
+    )
+    s = profile.summary()
+    share = "no KL at all" if s["share_first_5"] is None else f"first 5 tokens hold {s['share_first_5']:.1%}"
+    print(f"KL at t=1: {s['kl_position_1']:.4f} nats; {share}; 90% of the mass by t={s['position_holding_90pct']}.")
+    print(f"results in {args.out}")
+    return 0
+
+
+def cmd_organism_build(args: argparse.Namespace) -> int:
+    from deepalign.organism.build import OrganismConfig, build_organism
+
+    build_organism(args.out, OrganismConfig(seed=args.seed), progress=not args.no_progress)
+    print(f"organism written to {args.out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from deepalign.data import load_records
+
+    fields = {}
+    for item in args.field:
+        name, sep, column = item.partition("=")
+        if not sep:
+            raise DeepAlignError(f"--field expects NAME=COLUMN, got {item!r}")
+        fields[name] = column
+    records = load_records(args.source, args.kind, fields=fields or None, limit=args.limit)
+    for record in records[: args.show]:
+        print(json.dumps(dataclasses.asdict(record), ensure_ascii=False))
+    print(f"{len(records)} {args.kind} records OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepalign import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="deepalign", description="Measure, deepen and protect the depth of a model's safety alignment."
+    )
+    parser.add_argument("--version", action="version", version=f"deepalign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("kl", help="per-position KL(aligned || base) on harmful answers (alignment depth)")
+    p.add_argument("--aligned", required=True, help="aligned model: built-in name, folder, .gguf or hub id")
+    p.add_argument("--base", required=True, help="base model sharing the aligned model's vocabulary")
+    p.add_argument("--data", required=True, help="pairs file (prompt, response): .jsonl, .csv, .json or folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--base-template", default="chat", choices=["chat", "plain", "alpaca", "same"],
+                   help="base model's prompt format: its own chat template, plain, alpaca, or the aligned ids")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-positions", type=int, default=64, help="response positions in the profile")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs")
+    _format_args(p)
+    _runtime_args(p)
+    p.set_defaults(func=cmd_kl)
+
+    org = sub.add_parser("organism", help="the model organism: a tiny model on a harmless synthetic world")
+    org_sub = org.add_subparsers(dest="organism_command", required=True, metavar="ACTION")
+    p = org_sub.add_parser("build", help="train and save the base and aligned organisms and their data")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_organism_build)
+
+    p = sub.add_parser("data", help="check a data source and print its first records")
+    p.add_argument("source", help="file (.jsonl/.csv/.json), dataset folder, hf:NAME[:SPLIT], or a packaged set")
+    p.add_argument("--kind", default="prompts", choices=["prompts", "pairs", "triplets", "chats"])
+    p.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN", help="read NAME from COLUMN")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--show", type=int, default=3, help="records to print")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        return args.func(args)
+    except DeepAlignError as e:
+        print(f"deepalign: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepalign: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Matplotlib figures, written atomically as PNG (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deepalign.results import atomic_write_bytes  # noqa: E402
+
+
+def save_figure(fig, path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_kl_profiles(profiles: dict, path, *, title: str = "Per-token KL divergence", max_positions: int = 40) -> None:
+    """Line plot of KL (nats) against response position, one line and SEM band per named profile."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, prof in profiles.items():
+        n = min(max_positions, len(prof.mean))
+        xs = list(range(1, n + 1))
+        mean, sem = prof.mean[:n], prof.sem[:n]
+        ax.plot(xs, mean, marker="o", markersize=3, label=label)
+        low = [m - s for m, s in zip(mean, sem, strict=True)]
+        high = [m + s for m, s in zip(mean, sem, strict=True)]
+        ax.fill_between(xs, low, high, alpha=0.25)
+    ax.axvspan(0.5, 5.5, color="grey", alpha=0.08, label="first 5 tokens")
+    ax.set_xlabel("response token position t")
+    ax.set_ylabel("KL(aligned || base) [nats]")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_lines(
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float] | None]],
+    path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+) -> None:
+    """Lines with optional error bars: ``series[label] = (xs, ys, half_widths or None)``."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, (xs, ys, err) in series.items():
+        ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
