@@ -116,35 +116,52 @@ def build_items(aligned_tok, base_tok, pairs: Sequence, config: KLConfig) -> lis
     return items
 
 
-def _response_logprobs(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Log-probs ``[B, T, V]`` (float32) predicting each response token, rows padded to the longest T.
+KL_CHUNK = 8  # response positions per KL kernel call: keeps [chunk, V] float32 tensors cache-sized
 
-    Only the logits from the first position that predicts a response token onward are computed
-    (``logits_to_keep``), so the LM head never runs on most of the prompt.
+
+def _response_logits(model, prompts: list[list[int]], responses: list[list[int]], pad_id: int):
+    """Logits ``[B, K, V]`` from the first position that predicts a response token on, and per row the
+    index into K where that row's response predictions start.
+
+    ``logits_to_keep`` keeps the LM head off most of the prompt; rows are right-padded.
     """
     seqs = [p + r for p, r in zip(prompts, responses, strict=True)]
     ids, mask = pad_batch(seqs, pad_id, side="right")
     first = min(len(p) for p in prompts) - 1  # logits at i predict token i + 1
     keep = torch.arange(first, ids.shape[1] - 1)
     logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), logits_to_keep=keep).logits
-    t_max = max(len(r) for r in responses)
-    rows = torch.arange(len(seqs)).unsqueeze(1)
-    offsets = torch.tensor([len(p) - 1 - first for p in prompts]).unsqueeze(1) + torch.arange(t_max).unsqueeze(0)
-    offsets = offsets.clamp(max=logits.shape[1] - 1)
-    return F.log_softmax(logits[rows, offsets.to(logits.device)].float(), dim=-1)
+    return logits, [len(p) - 1 - first for p in prompts]
+
+
+def _kl_rows(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(za) || softmax(zb)) per row: ``[n, V]`` logits -> ``[n]`` float32 nats."""
+    la = F.log_softmax(za.float(), dim=-1)
+    lb = F.log_softmax(zb.float(), dim=-1)
+    return (la.exp() * (la - lb)).sum(-1)
 
 
 def per_token_kl(aligned, base, batch: list[KLItem], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL per response position for a batch: ``(kl [B, T] float32, valid [B, T] bool)``."""
+    """KL per response position for a batch: ``(kl [B, T] float32, valid [B, T] bool)``, T = longest response.
+
+    Each row's response logits are taken as views (no gather copy) and reduced in chunks of
+    ``KL_CHUNK`` positions, which keeps the float32 softmax work in cache.
+    """
     responses = [it.response for it in batch]
-    lp_a = _response_logprobs(aligned, [it.aligned_prompt for it in batch], responses, pad_id)
-    lp_b = _response_logprobs(base, [it.base_prompt for it in batch], responses, pad_id).to(lp_a.device)
-    if lp_a.shape[-1] != lp_b.shape[-1]:
-        raise DeepAlignError(f"the models' output sizes differ ({lp_a.shape[-1]} vs {lp_b.shape[-1]} logits)")
-    kl = (lp_a.exp() * (lp_a - lp_b)).sum(-1)
-    lengths = torch.tensor([len(r) for r in responses], device=kl.device)
-    valid = torch.arange(kl.shape[1], device=kl.device).unsqueeze(0) < lengths.unsqueeze(1)
-    return kl.masked_fill(~valid, 0.0), valid
+    za, starts_a = _response_logits(aligned, [it.aligned_prompt for it in batch], responses, pad_id)
+    zb, starts_b = _response_logits(base, [it.base_prompt for it in batch], responses, pad_id)
+    zb = zb.to(za.device)
+    if za.shape[-1] != zb.shape[-1]:
+        raise DeepAlignError(f"the models' output sizes differ ({za.shape[-1]} vs {zb.shape[-1]} logits)")
+    t_max = max(len(r) for r in responses)
+    kl = torch.zeros(len(batch), t_max, dtype=torch.float32, device=za.device)
+    valid = torch.zeros(len(batch), t_max, dtype=torch.bool)
+    for i, response in enumerate(responses):
+        for c in range(0, len(response), KL_CHUNK):
+            n = min(KL_CHUNK, len(response) - c)
+            a, b = starts_a[i] + c, starts_b[i] + c
+            kl[i, c : c + n] = _kl_rows(za[i, a : a + n], zb[i, b : b + n])
+        valid[i, : len(response)] = True
+    return kl, valid.to(kl.device)
 
 
 @torch.inference_mode()

@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make reproduce   install what is needed, then reproduce the paper's findings on the model organism
+#   make test        install what the tests need, then run them (CI runs this through .ci/run)
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/reproduce
+# CPU installs pin torch to the CPU wheel; GPU users keep their own torch: make install CONSTRAINTS=
+CONSTRAINTS ?= -c requirements/cpu.txt
+
+.PHONY: install install-test reproduce test lint bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q $(CONSTRAINTS) -e .
+	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
+
+install-test: install
+	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[test]"
+
+reproduce: install
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/deepalign reproduce --out $(OUT)
+
+test: install-test
+	$(BIN)/ruff check src tests bench
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/run_all.py

@@ -1,0 +1,98 @@
+"""Benchmark: KL depth profile against two bare batched forward passes and against a per-example loop.
+
+Prints, measured in one run on the same pairs and batches:
+  profile / bare   = KL profile wall time / time of the two bare batched forward passes (target <= 1.15)
+  loop / profile   = one-example-at-a-time KL loop / KL profile (target >= 4)
+
+    python bench/kl.py                 # 64 SmolLM2-135M-Instruct pairs, batch 8
+    python bench/kl.py --n 16 --model organism-aligned --base organism-base
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from deepalign.chat import pad_batch
+from deepalign.data import BENIGN_PROMPTS
+from deepalign.depth.kl import KLConfig, build_items, kl_profile
+from deepalign.models import load_model
+
+SENTENCES = (
+    "The morning was calm and the river moved slowly past the old stone bridge.",
+    "Fresh bread, a bowl of soup and a glass of water made a simple lunch.",
+    "She wrote three short notes, folded them neatly and placed them on the desk.",
+    "Light rain fell over the garden while the tomatoes ripened on the vine.",
+    "The train left on time and arrived at the coast shortly after noon.",
+)
+
+
+def make_pairs(n: int) -> list[SimpleNamespace]:
+    prompts = [p for group in BENIGN_PROMPTS.values() for p in group]
+    pairs = []
+    for i in range(n):
+        answer = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(2 + i % 3))
+        pairs.append(SimpleNamespace(prompt=prompts[i % len(prompts)], response=answer))
+    return pairs
+
+
+def bare_forward(aligned, base, items, order, batch_size, pad_id) -> None:
+    for start in range(0, len(order), batch_size):
+        batch = [items[i] for i in order[start : start + batch_size]]
+        for model, prompts in ((aligned, [b.aligned_prompt for b in batch]), (base, [b.base_prompt for b in batch])):
+            ids, mask = pad_batch([p + b.response for p, b in zip(prompts, batch, strict=True)], pad_id)
+            model(input_ids=ids, attention_mask=mask)
+
+
+def per_example_loop(aligned, base, items) -> None:
+    for it in items:
+        la = F.log_softmax(aligned(torch.tensor([it.aligned_prompt + it.response])).logits[0].float(), -1)
+        lb = F.log_softmax(base(torch.tensor([it.base_prompt + it.response])).logits[0].float(), -1)
+        pa, pb = len(it.aligned_prompt) - 1, len(it.base_prompt) - 1
+        t = len(it.response)
+        (la[pa : pa + t].exp() * (la[pa : pa + t] - lb[pb : pb + t])).sum(-1)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--base", default=None, help="base model (default: a second copy of --model)")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    aligned, tok = load_model(args.model)
+    base, _ = load_model(args.base or args.model)
+    config = KLConfig(batch_size=args.batch_size, base_template="same")
+    items = build_items(tok, tok, make_pairs(args.n), config)
+    order = sorted(range(len(items)), key=lambda i: (len(items[i].aligned_prompt) + len(items[i].response), i))
+    pad = tok.pad_token_id
+    n_tokens = sum(len(it.aligned_prompt) + len(it.response) for it in items)
+    timed(lambda: bare_forward(aligned, base, items, order[: args.batch_size], args.batch_size, pad))  # warm-up
+    t_bare = timed(lambda: bare_forward(aligned, base, items, order, args.batch_size, pad))
+    t_profile = timed(lambda: kl_profile(aligned, base, items, config, pad_id=pad, progress=False))
+    t_loop = timed(lambda: per_example_loop(aligned, base, items))
+    print(f"model={args.model} pairs={len(items)} tokens/model={n_tokens} batch={args.batch_size} "
+          f"threads={torch.get_num_threads()}")
+    print(f"{'measure':<34}{'seconds':>10}")
+    print(f"{'two bare batched forwards':<34}{t_bare:>10.2f}")
+    print(f"{'KL profile (deepalign)':<34}{t_profile:>10.2f}")
+    print(f"{'per-example loop':<34}{t_loop:>10.2f}")
+    print(f"profile / bare   = {t_profile / t_bare:.3f}   (target <= 1.15)")
+    print(f"loop / profile   = {t_loop / t_profile:.2f}   (target >= 4)")
+
+
+if __name__ == "__main__":
+    main()
