@@ -46,10 +46,9 @@ def _ensure_organism(variant: str) -> Path:
         print(f"deepalign: building the model organism into {root} (first use, about a minute)")
         build_organism(root)
     if variant == "deep" and not (root / "deep" / "config.json").exists():
-        from deepalign.train.recipes import build_deep_organism
-
-        print(f"deepalign: building organism-deep into {root / 'deep'} (first use)")
-        build_deep_organism(root)
+        raise DeepAlignError(
+            f"organism-deep is not built yet in {root / 'deep'}: it is made by the safety-recovery augmentation recipe"
+        )
     return root / variant
 
 
