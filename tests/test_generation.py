@@ -145,7 +145,9 @@ def test_skip_and_on_batch_resume(tiny_model, tiny_tokenizer, requests):
     rest = run(tiny_model, tiny_tokenizer, requests, cfg, batch_size=3, skip=skip, on_batch=batches.append)
     assert {(g.id, g.repeat) for g in rest} == {(g.id, g.repeat) for g in full} - skip
     assert rest == [g for g in full if (g.id, g.repeat) not in skip]
-    assert [len(b) for b in batches] == [3, 3] and sorted(g for b in batches for g in b) == sorted(rest)
+    key = lambda g: (g.id, g.repeat)  # noqa: E731
+    assert [len(b) for b in batches] == [3, 3]
+    assert sorted((g for b in batches for g in b), key=key) == sorted(rest, key=key)
     assert run(tiny_model, tiny_tokenizer, requests, cfg, skip={(g.id, g.repeat) for g in full}) == []
 
 
