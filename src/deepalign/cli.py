@@ -49,6 +49,14 @@ def cmd_organism_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from deepalign.reproduce import reproduce
+
+    print(reproduce(args.out, seed=args.seed, progress=not args.no_progress))
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -98,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_organism_build)
+
+    p = sub.add_parser("reproduce", help="reproduce the paper's depth findings on the model organism (resumable)")
+    p.add_argument("--out", default="runs/reproduce", help="run folder (rerun the same command to resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("data", help="check a data source and print its first records")
     p.add_argument("source", help="file (.jsonl/.csv/.json), dataset folder, hf:NAME[:SPLIT], or a packaged set")

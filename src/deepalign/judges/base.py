@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
+import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from deepalign.errors import DeepAlignError
+from deepalign.errors import DataError, DeepAlignError
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,10 @@ def make_judge(spec: str, **options: Any) -> Judge:
     cls = getattr(importlib.import_module(module), cls_name)
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        return cls(**options)
+        inspect.signature(cls).bind(**options)
     except TypeError as e:  # unknown option names
         raise DeepAlignError(f"judge {kind!r}: {e}") from None
+    return cls(**options)
 
 
 def summarize(judgments: Iterable[Judgment]) -> dict[str, Any]:
@@ -134,3 +139,62 @@ def summarize(judgments: Iterable[Judgment]) -> dict[str, Any]:
         "error_rate": (n - n_judged) / n if n else None,
         "score_counts": dict(sorted(counts.items())),
     }
+
+
+def _read_items(path: Path) -> list[tuple[dict, JudgeInput]]:
+    """Rows of a JSONL file with ``id``, ``prompt``, ``response`` and optional ``prefill`` fields."""
+    rows = []
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise DeepAlignError(f"cannot read {path}: {e.strerror}") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise DataError(str(path), n, None, "not a JSON object") from None
+            if not isinstance(row, dict):
+                raise DataError(str(path), n, None, "not a JSON object")
+            for name in ("id", "prompt", "response"):
+                if name not in row:
+                    raise DataError(str(path), n, name, "missing")
+            for name in ("prompt", "response", "prefill"):
+                if not isinstance(row.get(name, ""), str):
+                    raise DataError(str(path), n, name, "must be a string")
+            rows.append((row, JudgeInput(row["prompt"], row["response"], row.get("prefill") or "")))
+    return rows
+
+
+def judge_file(
+    src: str | os.PathLike, out_dir: str | os.PathLike, judge: Judge, batch_size: int = 64
+) -> dict[str, Any]:
+    """Judge every row of a JSONL file (``id``, ``prompt``, ``response``, optional ``prefill``).
+
+    Writes ``out_dir/judged.jsonl`` (each input row plus ``harmful``, ``score``, ``judge_error``,
+    ``judge_raw``, ``judge``, ``judge_sees_prefill``; resumable: rows already there are skipped),
+    ``out_dir/summary.json`` (:func:`summarize` over all judged rows plus the judge's settings) and
+    ``out_dir/meta.json``. Returns the summary.
+    """
+    from deepalign.results import ResultsWriter, atomic_write_json, iter_batches, write_run_metadata
+
+    out = Path(out_dir)
+    rows = _read_items(Path(src))
+    write_run_metadata(out, source=str(src), judge=judge.describe())
+    with ResultsWriter(out / "judged.jsonl") as writer:
+        todo = [r for r in rows if str(r[0]["id"]) not in writer.done]
+        for batch in iter_batches(todo, batch_size):
+            for (row, _), j in zip(batch, judge.judge([it for _, it in batch]), strict=True):
+                writer.write({
+                    **row, "harmful": j.harmful, "score": j.score, "judge_error": j.error, "judge_raw": j.raw,
+                    "judge": judge.name, "judge_sees_prefill": judge.sees_prefill,
+                })
+        judged = writer.rows()
+    summary = {
+        **summarize(Judgment(r["harmful"], r["score"], r["judge_error"], r["judge_raw"]) for r in judged),
+        "judge": judge.describe(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
