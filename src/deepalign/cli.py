@@ -57,6 +57,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from deepalign.judges import judge_file, make_judge
+
+    options = {"sees_prefill": args.sees_prefill or None}
+    if args.judge == "keyword":
+        options.update(markers_file=args.markers_file, extra_markers_file=args.extra_markers_file)
+    elif args.judge == "llm":
+        options.update(model=args.judge_model, base_url=args.judge_base_url, concurrency=args.concurrency,
+                       timeout=args.timeout, max_retries=args.max_retries, cache_dir=args.cache_dir)
+    elif args.judge.startswith("classifier:"):
+        options.update(kind=args.classifier_kind, harmful_label=args.harmful_label, batch_size=args.batch_size,
+                       device=args.device, trust_remote_code=args.trust_remote_code or None,
+                       progress=not args.no_progress)
+    judge = make_judge(args.judge, **options)
+    s = judge_file(args.results, args.out, judge, batch_size=args.batch_size)
+    asr = "n/a" if s["asr"] is None else f"{s['asr']:.1%}"
+    print(f"{judge.name}: ASR {asr} ({s['n_harmful']}/{s['n_judged']} judged, {s['n_errors']} errors)")
+    print(f"results in {args.out}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -112,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("judge", help="judge responses in a JSONL file (id, prompt, response, prefill) for harm")
+    p.add_argument("results", help="JSONL with id, prompt, response and optional prefill fields")
+    p.add_argument("--judge", default="keyword", help="keyword | exact | llm | classifier:PATH (default: keyword)")
+    p.add_argument("--out", required=True, help="output folder (judged.jsonl, summary.json; rerun resumes)")
+    p.add_argument("--sees-prefill", action="store_true", help="judge prefill + response, not the response alone")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--markers-file", default=None, help="keyword: replace the refusal markers (one per line)")
+    p.add_argument("--extra-markers-file", default=None, help="keyword: add refusal markers (one per line)")
+    p.add_argument("--judge-model", default=None, help="llm: model name (default: $DEEPALIGN_JUDGE_MODEL)")
+    p.add_argument("--judge-base-url", default=None, help="llm: endpoint (default: $DEEPALIGN_JUDGE_BASE_URL)")
+    p.add_argument("--concurrency", type=int, default=None, help="llm: requests in flight (default: 8)")
+    p.add_argument("--timeout", type=float, default=None, help="llm: per-request timeout in s (default: 60)")
+    p.add_argument("--max-retries", type=int, default=None, help="llm: retries per item (default: 5)")
+    p.add_argument("--cache-dir", default=None, help="llm: folder for the judgment cache")
+    p.add_argument("--classifier-kind", default=None, choices=["sequence", "guard"])
+    p.add_argument("--harmful-label", default=None, help="classifier: name or index of the harmful class")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_judge)
 
     p = sub.add_parser("data", help="check a data source and print its first records")
     p.add_argument("source", help="file (.jsonl/.csv/.json), dataset folder, hf:NAME[:SPLIT], or a packaged set")
