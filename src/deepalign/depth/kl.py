@@ -225,7 +225,8 @@ def run_kl(
     profile = kl_profile(a_model, b_model, items, config, pad_id=a_tok.pad_token_id, progress=progress)
     out = Path(out_dir)
     atomic_write_jsonl(out / "kl_profile.jsonl", profile.rows())
-    plot_kl_profiles({f"{aligned} vs {base}": profile}, out / "kl_profile.png", max_positions=config.max_positions)
+    label = f"{Path(aligned).name} vs {Path(base).name}"
+    plot_kl_profiles({label: profile}, out / "kl_profile.png", max_positions=config.max_positions)
     atomic_write_json(out / "summary.json", {"n_pairs": len(items), **profile.summary()})
     write_run_metadata(
         out, command="kl", aligned=aligned, base=base, data=data, limit=limit, config=asdict(config),
