@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     LogitsProcessor,
@@ -129,9 +130,6 @@ def generate(
     work = [(r, k) for r in requests for k in range(config.repeats) if (r.id, k) not in skip]
     work.sort(key=lambda w: (-len(w[0].input_ids), order[w[0].id], w[1]))
     run_batch = _vllm_runner(model, tokenizer, config) if backend == "vllm" else _hf_runner(model, tokenizer, config)
-
-    from tqdm.auto import tqdm
-
     results: list[Generation] = []
     with tqdm(total=len(work), disable=not progress, desc="generate", unit="seq") as bar:
         for batch in iter_batches(work, batch_size or DEFAULT_BATCH_SIZE[backend]):
