@@ -78,6 +78,45 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deepalign.chat import ChatFormat, encode_prompt
+    from deepalign.data import load_prompts
+    from deepalign.generation import GenerationRequest, SamplingConfig, generate
+    from deepalign.models import load_model, load_tokenizer, resolve_model_path
+    from deepalign.results import ResultsWriter, write_run_metadata
+
+    config = SamplingConfig(
+        do_sample=not args.greedy, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens, repeats=args.repeats, seed=args.seed, stop_strings=tuple(args.stop),
+    )
+    records = load_prompts(args.prompts, limit=args.limit)
+    fmt = ChatFormat(template=args.template, system=args.system)
+    if args.backend == "vllm":
+        model, tokenizer = resolve_model_path(args.model), load_tokenizer(args.model)
+    else:
+        model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device,
+                                      trust_remote_code=args.trust_remote_code)
+    write_run_metadata(args.out, command="generate", model=args.model, prompts=str(args.prompts),
+                       format=fmt.describe(), sampling=vars(config), backend=args.backend)
+    by_id = {r.id: r for r in records}
+    requests = [GenerationRequest(r.id, encode_prompt(tokenizer, r.prompt, fmt)) for r in records]
+    with ResultsWriter(Path(args.out) / "generations.jsonl") as writer:
+        done = {(rid, int(k)) for rid, _, k in (d.rpartition("#r") for d in writer.done)}
+
+        def write(gens) -> None:
+            for g in gens:
+                writer.write({"id": f"{g.id}#r{g.repeat}", "prompt_id": g.id, "repeat": g.repeat,
+                              "prompt": by_id[g.id].prompt, "response": g.text, "finished": g.finished,
+                              "n_tokens": len(g.token_ids)})
+
+        generate(model, tokenizer, requests, config, batch_size=args.batch_size, backend=args.backend,
+                 progress=not args.no_progress, on_batch=write, skip=done)
+        print(f"{len(writer.done)} responses in {writer.path}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -133,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("generate", help="generate responses to prompts (batched, seeded, resumable)")
+    p.add_argument("--model", required=True, help="built-in name, folder, .gguf or hub id")
+    p.add_argument("--prompts", required=True, help="prompts file (id, prompt): jsonl/csv/json/folder or packaged set")
+    p.add_argument("--out", required=True, help="output folder (generations.jsonl, meta.json); rerun resumes")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="vllm needs deepalign[vllm] and a GPU")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (ignores temperature/top-p/top-k)")
+    p.add_argument("--temperature", type=float, default=0.9)
+    p.add_argument("--top-p", type=float, default=0.6)
+    p.add_argument("--top-k", type=int, default=50, help="0 disables")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=1, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); text is cut before it")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 16 (hf), 512 (vllm)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
+    _format_args(p)
+    _runtime_args(p)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("judge", help="judge responses in a JSONL file (id, prompt, response, prefill) for harm")
     p.add_argument("results", help="JSONL with id, prompt, response and optional prefill fields")
