@@ -1,0 +1,183 @@
+"""Benchmark: constrained fine-tuning cost against plain SFT, and the reference pass against a bare forward.
+
+Prints, measured in one run on the same examples (LoRA on SmolLM2-135M-Instruct, batch 4 x 128 tokens):
+  constrained / sft   = median step time, constrained objective with cached reference log-probs / SFT
+                        (both DeepAlignTrainer; target <= 1.05); stock transformers.Trainer SFT for scale
+  reference / forward = reference pass over the data (forward + log-probs of the supervised tokens) /
+                        one bare batched forward pass over the same batches (target <= 1.1)
+Step runs alternate between objectives (rounds) so drifting machine load hits both alike.
+
+    python bench/train.py                                 # SmolLM2-135M, LoRA, 4 x 128 tokens
+    python bench/train.py --model organism-aligned --seq-len 64 --steps 10   # the tiny organism
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from functools import partial
+
+import torch
+from _common import median_time, print_table, timed
+from transformers import PrinterCallback, Trainer, TrainerCallback
+
+from deepalign.chat import encode_example, pad_batch
+from deepalign.data import BENIGN_PROMPTS
+from deepalign.models import load_model
+from deepalign.train.augment import make_example
+from deepalign.train.trainer import (
+    DeepAlignCollator,
+    DeepAlignConfig,
+    DeepAlignTrainer,
+    compute_reference_logps,
+    weights_fingerprint,
+)
+
+SENTENCES = (
+    "The morning was calm and the river moved slowly past the old stone bridge.",
+    "Fresh bread, a bowl of soup and a glass of water made a simple lunch.",
+    "She wrote three short notes, folded them neatly and placed them on the desk.",
+    "Light rain fell over the garden while the tomatoes ripened on the vine.",
+    "The train left on time and arrived at the coast shortly after noon.",
+)
+
+
+def make_examples(tokenizer, n: int, seq_len: int) -> list[dict]:
+    """n examples of exactly seq_len tokens: a benign prompt and a long answer cut to fit."""
+    prompts = [p for group in BENIGN_PROMPTS.values() for p in group]
+    examples = []
+    for i in range(n):
+        answer = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(40))
+        enc = encode_example(tokenizer, prompts[i % len(prompts)], answer)
+        if len(enc.input_ids) < seq_len:
+            raise SystemExit(f"--seq-len {seq_len} is longer than the generated examples")
+        examples.append(make_example(enc.input_ids, enc.labels, seq_len))
+    return examples
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step (forward, backward, optimizer), collation excluded."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--seq-len", type=int, default=128, help="tokens per example")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--n", type=int, default=32, help="examples (reference pass and training data)")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per run (one warm-up step added)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs per objective")
+    ap.add_argument("--repeats", type=int, default=3, help="timed reference/forward passes (mean)")
+    ap.add_argument("--full", action="store_true", help="train all weights instead of LoRA")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(args.model)
+    examples = make_examples(tok, args.n, args.seq_len)
+    pad = tok.pad_token_id
+    batches = [examples[i : i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    padded = [pad_batch([e["input_ids"] for e in b], pad) for b in batches]
+
+    @torch.no_grad()
+    def bare_forward(ids, mask) -> None:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    def reference_pass(batch: list[dict]) -> None:
+        compute_reference_logps(model, batch, batch_size=len(batch), pad_id=pad)
+
+    model.eval()
+    bare_forward(*padded[0])  # warm-up
+    t_fwd = t_ref = 0.0
+    for _ in range(args.repeats):  # batch by batch, alternating, so load drifts hit both alike
+        for batch, (ids, mask) in zip(batches, padded, strict=True):
+            t_fwd += timed(partial(bare_forward, ids, mask))[1]
+            t_ref += timed(partial(reference_pass, batch))[1]
+    t_fwd, t_ref = t_fwd / args.repeats, t_ref / args.repeats
+    _, t_fp = median_time(lambda: weights_fingerprint(model), 1)
+
+    if not args.full:
+        model = get_peft_model(
+            model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+        )
+    tmp = tempfile.mkdtemp(prefix="deepalign-bench-")
+    collator = DeepAlignCollator(pad)
+
+    def make_trainer(kind: str, timer: StepTimer):
+        cfg = DeepAlignConfig(
+            output_dir=tmp,
+            objective="sft" if kind == "stock" else kind,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps + 1,
+            learning_rate=1e-5,
+            disable_tqdm=True,
+            ref_cache_dir=tmp,
+            dataloader_pin_memory=False,
+            logging_steps=10**6,
+            report_to="none",
+        )
+        if kind == "stock":  # transformers' own causal-LM loss, no example keys
+            return Trainer(
+                model=model,
+                args=cfg,
+                train_dataset=examples,
+                callbacks=[timer],
+                data_collator=lambda items: {k: v for k, v in collator(items).items() if k != "example_keys"},
+            )
+        return DeepAlignTrainer(model, cfg, examples, tok, callbacks=[timer])
+
+    kinds = ("sft", "constrained", "stock")
+    timers = {k: StepTimer() for k in kinds}
+    trainers = {k: make_trainer(k, timers[k]) for k in kinds}  # the constrained one caches its reference here
+    for trainer in trainers.values():
+        trainer.remove_callback(PrinterCallback)
+    for _ in range(args.rounds):
+        for k in kinds:
+            n = len(timers[k].times)
+            trainers[k].train()
+            del timers[k].times[n]  # warm-up step of each run
+    step = {k: statistics.median(timers[k].times) for k in kinds}
+
+    mode = "full" if args.full else "LoRA r=16"
+    print(
+        f"model={args.model} {mode} batch={args.batch_size} x {args.seq_len} tokens examples={args.n} "
+        f"threads={torch.get_num_threads()} dtype={next(model.parameters()).dtype}"
+    )
+    print_table(
+        ["measure", "ms", "samples"],
+        [
+            ["SFT step (DeepAlignTrainer)", ms(step["sft"]), len(timers["sft"].times)],
+            [
+                "constrained step (cached reference)",
+                ms(step["constrained"]),
+                len(timers["constrained"].times),
+            ],
+            ["SFT step (stock transformers.Trainer)", ms(step["stock"]), len(timers["stock"].times)],
+            [f"bare forward over {args.n} examples (mean)", ms(t_fwd), args.repeats],
+            [f"reference pass over {args.n} examples (mean)", ms(t_ref), args.repeats],
+            ["weights fingerprint (once per cache lookup)", ms(t_fp), 1],
+        ],
+    )
+    print(f"constrained / sft step       = {step['constrained'] / step['sft']:.3f}   (target <= 1.05)")
+    print(f"sft (ours) / stock Trainer   = {step['sft'] / step['stock']:.3f}")
+    print(f"reference pass / forward     = {t_ref / t_fwd:.3f}   (target <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Run deepalign.train.trainer.train from the command line (for tests under `accelerate launch`).
+
+python tests/ddp_train_worker.py MODEL_DIR DATA.jsonl KIND OUT_DIR '{"objective": "constrained", ...}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from deepalign.data import load_records
+from deepalign.train.trainer import DeepAlignConfig, train
+
+if __name__ == "__main__":
+    model_dir, data, kind, out_dir, options = sys.argv[1:6]
+    train(model_dir, load_records(data, kind), DeepAlignConfig(**json.loads(options)), out_dir=out_dir)
