@@ -19,6 +19,10 @@ install: $(BIN)/python
 
 install-test: install
 	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[test]"
+	@# headless Chromium for the report test (Debian packages; skipped with a note where apt is not usable)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+		>/dev/null; } || echo "chromium not installed: the browser test of report.html will be skipped"
 
 reproduce: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/deepalign reproduce --out $(OUT)

@@ -31,7 +31,7 @@ class OrganismConfig:
     hidden_size: int = field(default=64, metadata={"help": "Model width."})
     layers: int = field(default=2, metadata={"help": "Transformer layers."})
     base_steps: int = field(default=1000, metadata={"help": "Optimizer steps for the base model."})
-    aligned_steps: int = field(default=100, metadata={"help": "Optimizer steps for the alignment SFT."})
+    aligned_steps: int = field(default=250, metadata={"help": "Optimizer steps for the alignment SFT."})
     batch_size: int = field(default=32, metadata={"help": "Examples per step."})
     lr: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate (base); aligned uses lr / 3."})
     answers_per_topic: int = field(default=24, metadata={"help": "Distinct answers per craft in base training."})
