@@ -1,0 +1,31 @@
+"""The model suites ``deepalign reproduce`` runs on: how each builds its models and judges answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deepalign.errors import DeepAlignError
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite: stages that build ``setup/`` (see deepalign.reproduce), a judge and defaults."""
+
+    name: str
+    build: Sequence[Any]  # deepalign.reproduce.Stage, run first for every seed
+    base_model: str | None  # built-in base, or None when the suite trains its own into setup/base
+    judge: Callable  # RunContext -> Judge
+    defaults: dict[str, Any]  # ReproduceConfig defaults: seeds, prefill_ks, repeats, max_new_tokens
+    description: str  # the models, in one sentence of the report's introduction
+    judge_name: str  # how answers are judged, for the report
+
+
+def get_suite(name: str) -> Suite:
+    from deepalign.suites import organism, smollm2
+
+    suites = {"organism": organism.SUITE, "smollm2": smollm2.SUITE}
+    if name not in suites:
+        raise DeepAlignError(f"unknown suite '{name}': choose one of {', '.join(suites)}")
+    return suites[name]
