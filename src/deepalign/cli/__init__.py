@@ -15,14 +15,14 @@ from deepalign.errors import DeepAlignError
 
 def build_parser() -> argparse.ArgumentParser:
     from deepalign import __version__
-    from deepalign.cli import data, depth, run
+    from deepalign.cli import data, depth, run, train
 
     parser = argparse.ArgumentParser(
         prog="deepalign", description="Measure, deepen and protect the depth of a model's safety alignment."
     )
     parser.add_argument("--version", action="version", version=f"deepalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for area in (depth, data, run):
+    for area in (depth, data, train, run):
         area.register(sub)
     return parser
 

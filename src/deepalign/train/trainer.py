@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from deepalign.chat import ChatFormat, pad_batch
 from deepalign.data.schemas import TripletRecord
@@ -533,13 +533,21 @@ def build_train_dataset(tokenizer, train_data, config: DeepAlignConfig, anchors=
 
 
 def train(
-    model_name_or_path: str, train_data, config: DeepAlignConfig, *, anchors=None, out_dir: str | os.PathLike
+    model_name_or_path: str,
+    train_data,
+    config: DeepAlignConfig,
+    *,
+    anchors=None,
+    out_dir: str | os.PathLike,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> Path:
     """Fine-tune a model and save it (or its LoRA adapter) with its tokenizer to ``out_dir``.
 
     ``train_data``: triplets (safety-recovery augmentation, mixed with ``anchors``), or pairs / chats /
     Encoded examples (fixed data), or a ready Dataset. Writes ``out_dir/training_log.jsonl`` (per logged
     step: loss, objective, learning_rate, grad_norm) and ``out_dir/meta.json``. Returns ``out_dir``.
+    ``callbacks`` are added to the trainer (e.g. :class:`deepalign.train.dynamics.DynamicsCallback`); with
+    ``config.disable_tqdm`` nothing is printed (the log is in ``training_log.jsonl``).
     Run under ``accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.yaml`` for several devices.
     """
     from deepalign.models import load_model
@@ -570,8 +578,14 @@ def train(
     if config.output_dir in (None, "trainer_output"):
         config.output_dir = str(out)  # checkpoints, if any, go to out_dir/checkpoint-N
     trainer = DeepAlignTrainer(
-        model, config, dataset, tokenizer, callbacks=[TrainingLogCallback(out / "training_log.jsonl")]
+        model,
+        config,
+        dataset,
+        tokenizer,
+        callbacks=[TrainingLogCallback(out / "training_log.jsonl"), *callbacks],
     )
+    if config.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():

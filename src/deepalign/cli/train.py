@@ -1,0 +1,224 @@
+"""Training: `augment`, `train`, `finetune`.
+
+`train` takes every ``DeepAlignConfig`` option (transformers ``TrainingArguments`` plus objective, LoRA and
+augmentation options) under its own name, e.g. ``--objective constrained --use-lora --learning_rate 2e-5``.
+Several devices: ``accelerate launch --config_file configs/accelerate/ddp.yaml $(which deepalign) train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import get_type_hints
+
+from deepalign.cli.common import format_args, judge_args, make_judge_from_args, runtime_args
+from deepalign.errors import DeepAlignError
+
+KINDS = ("auto", "triplets", "chats", "pairs")
+
+
+def _load_training_data(source: str, kind: str):
+    from deepalign.data import load_records
+
+    if kind != "auto":
+        return load_records(source, kind)
+    for candidate in ("triplets", "chats", "pairs"):
+        try:
+            return load_records(source, candidate)
+        except DeepAlignError:
+            continue
+    raise DeepAlignError(f"{source}: not triplets (prompt, response, refusal), chats (messages) or pairs "
+                         "(prompt, response); pass --kind to see the exact problem")
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deepalign.chat import ChatFormat
+    from deepalign.data import load_prompts, load_triplets
+    from deepalign.generation import SamplingConfig
+    from deepalign.models import load_model, load_tokenizer
+    from deepalign.results import atomic_write_jsonl, write_run_metadata
+    from deepalign.train.augment import AugmentConfig, SafetyRecoveryDataset, make_triplets
+
+    if (args.prompts is None) == (args.triplets is None):
+        raise DeepAlignError("pass exactly one of --prompts (make triplets) or --triplets (preview them)")
+    out = Path(args.out)
+    fmt = ChatFormat(args.template, args.system)
+    if args.prompts is not None:
+        if args.base_model is None:
+            raise DeepAlignError("--prompts needs --base-model (its generations are the harmful answers)")
+        base, base_tok = load_model(args.base_model, dtype=args.dtype, device=args.device,
+                                    trust_remote_code=args.trust_remote_code)
+        aligned = aligned_tok = None
+        if args.model is not None:
+            aligned, aligned_tok = load_model(args.model, dtype=args.dtype, device=args.device,
+                                              trust_remote_code=args.trust_remote_code)
+        triplets = make_triplets(
+            load_prompts(args.prompts, limit=args.limit), base, base_tok,
+            base_format=ChatFormat(args.base_template, None) if args.base_template else fmt,
+            aligned_model=aligned, aligned_tokenizer=aligned_tok, aligned_format=fmt,
+            judge=make_judge_from_args(args) if aligned is not None else None,
+            sampling=SamplingConfig.greedy(args.max_new_tokens, seed=args.seed), seed=args.seed,
+            progress=not args.no_progress,
+        )
+        atomic_write_jsonl(out / "triplets.jsonl", [dataclasses.asdict(t) for t in triplets])
+        tokenizer = aligned_tok or base_tok
+        print(f"{len(triplets)} triplets in {out / 'triplets.jsonl'}")
+    else:
+        triplets = load_triplets(args.triplets, limit=args.limit)
+        tokenizer = load_tokenizer(args.model or "organism-aligned", trust_remote_code=args.trust_remote_code)
+    config = AugmentConfig(p_plain=args.p_plain, max_prefix=args.max_prefix, anchors_per_safety=0, seed=args.seed)
+    dataset = SafetyRecoveryDataset(tokenizer, triplets, fmt, config)
+    path = dataset.write_preview(out / "preview.jsonl", args.n_preview)
+    write_run_metadata(out, command="augment", model=args.model, base_model=args.base_model, prompts=args.prompts,
+                       triplets=args.triplets, format=fmt.describe(), augment=dataclasses.asdict(config))
+    print(f"{args.n_preview} augmented examples in {path}")
+    return 0
+
+
+def _config_fields():
+    from deepalign.train.trainer import DeepAlignConfig
+
+    hints = get_type_hints(DeepAlignConfig)
+    for f in dataclasses.fields(DeepAlignConfig):
+        if f.init:
+            f.type = hints[f.name]
+            yield f
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from deepalign.data import load_pairs
+    from deepalign.train.trainer import DeepAlignConfig, train
+
+    options = {f.name: getattr(args, f.name) for f in _config_fields()}
+    options["output_dir"] = options.get("output_dir") or args.out
+    options["disable_tqdm"] = options.get("disable_tqdm") or args.no_progress
+    config = DeepAlignConfig(**options)
+    records = _load_training_data(args.data, args.kind)
+    anchors = load_pairs(args.anchors) if args.anchors else None
+    try:
+        out = train(args.model, records, config, anchors=anchors, out_dir=args.out)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # under accelerate launch: clean teardown
+            dist.destroy_process_group()
+    print(f"model written to {out}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from deepalign.models import resolve_model_path
+    from deepalign.train.attacks import AttackConfig, finetune_attack, organism_root, organism_training_args
+    from deepalign.train.attacks import paper_training_args as paper
+
+    config = AttackConfig(
+        data=args.data, eval_data=args.eval_data, eval_prompts=args.eval_prompts, n_train=args.n_train,
+        n_eval=args.n_eval, n_safety=args.n_safety, safety_data=args.safety_data, trigger=args.trigger,
+        persona=args.persona, metric=args.metric, judge=args.judge, max_new_tokens=args.max_new_tokens,
+        repeats=args.repeats, greedy=True if args.greedy else None, eval_initial=not args.no_eval_initial,
+        eval_batch_size=args.eval_batch_size, seed=args.seed,
+    )
+    defaults = organism_training_args if organism_root(resolve_model_path(args.model)) else paper
+    overrides = {k: v for k, v in {
+        "learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "max_steps": args.max_steps,
+        "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "beta_schedule": args.beta_schedule, "use_lora": args.use_lora or None, "model_dtype": args.model_dtype,
+        "template": args.template, "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
+    }.items() if v is not None}
+    training = defaults(args.recipe, f"{args.out}/model", **overrides)
+    s = finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
+                        progress=not args.no_progress)
+
+    def line(stage: str) -> str:
+        ev = s.get(stage)
+        if not ev:
+            return ""
+        parts = [f"ASR {ev['asr']['asr']:.1%}"]
+        if "asr_trigger" in ev:
+            parts.append(f"with trigger {ev['asr_trigger']['asr']:.1%}")
+        if "task" in ev:
+            parts.append(f"{ev['task']['metric']} {ev['task']['score']:.3f}")
+        return f"{stage}: " + ", ".join(parts)
+
+    print("\n".join(x for x in (line("initial"), line("after")) if x))
+    print(json.dumps({"steps": s["steps"], "n_train": s["n_train"], "n_eval": s["n_eval"]}))
+    print(f"results in {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    from transformers import HfArgumentParser
+
+    p = sub.add_parser("augment", help="make triplets from prompts and/or preview safety-recovery examples")
+    p.add_argument("--out", required=True, help="output folder (triplets.jsonl, preview.jsonl, meta.json)")
+    p.add_argument("--triplets", default=None, help="triplets file (prompt, response, refusal) to preview")
+    p.add_argument("--prompts", default=None, help="harmful prompts (file or packaged set) to make triplets from")
+    p.add_argument("--base-model", default=None, help="--prompts: model whose answers are the harmful answers")
+    p.add_argument("--base-template", default=None, choices=["chat", "plain", "alpaca"],
+                   help="--prompts: the base model's prompt template (default: --template)")
+    p.add_argument("--model", default=None,
+                   help="aligned model: its own refusals (--prompts) and its tokenizer (default organism-aligned)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N prompts or triplets")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="--prompts: tokens per generated answer")
+    p.add_argument("--n-preview", type=int, default=20, help="augmented examples written to preview.jsonl")
+    p.add_argument("--p-plain", type=float, default=0.5, help="probability of the plain prompt -> refusal")
+    p.add_argument("--max-prefix", type=int, default=100, help="most harmful-answer tokens before the refusal")
+    p.add_argument("--seed", type=int, default=0)
+    format_args(p)
+    judge_args(p)
+    runtime_args(p)
+    p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser(
+        "train", help="fine-tune any model: augmentation (triplets), SFT or constrained, full or LoRA",
+        description="Options after the first group are DeepAlignConfig's (transformers TrainingArguments plus "
+        "--objective, --beta_schedule, --use_lora, --p_plain, ...), with - or _ in their names.",
+    )
+    p.add_argument("--model", required=True, help="built-in name, folder, .gguf or hub id")
+    p.add_argument("--data", required=True, help="triplets (augmentation), chats or pairs: file or dataset folder")
+    p.add_argument("--kind", default="auto", choices=KINDS, help="record kind of --data (default: detect)")
+    p.add_argument("--anchors", default=None, help="utility anchor pairs (prompt, response) mixed with triplets")
+    p.add_argument("--out", required=True, help="output folder: model or adapter, training_log.jsonl, meta.json")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars and log lines")
+    group = p.add_argument_group("DeepAlignConfig")
+    for f in _config_fields():
+        HfArgumentParser._parse_dataclass_field(group, f)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="run a fine-tuning attack (SFT or constrained) and measure ASR")
+    p.add_argument("--model", required=True, help="built-in name, folder or hub id (organism: built-in data)")
+    p.add_argument("--recipe", required=True, choices=["harmful", "identity", "backdoor", "benign"])
+    p.add_argument("--objective", default="sft", choices=["sft", "constrained"])
+    p.add_argument("--out", required=True, help="output folder (model/, eval.jsonl, summary.json); rerun resumes")
+    p.add_argument("--data", default=None, help="training pairs (required on real models but for identity)")
+    p.add_argument("--eval-data", default=None, help="benign: held-out task pairs (default: 10%% of --data)")
+    p.add_argument("--eval-prompts", default=None, help="harmful prompts for ASR (default: organism / advbench)")
+    p.add_argument("--n-train", type=int, default=100)
+    p.add_argument("--n-eval", type=int, default=None)
+    p.add_argument("--n-safety", type=int, default=0, help="harmful prompt -> refusal examples mixed in")
+    p.add_argument("--safety-data", default=None, help="prompts or triplets for --n-safety")
+    p.add_argument("--trigger", default=None, help="backdoor trigger (default built in)")
+    p.add_argument("--persona", default=None, help="identity system prompt (default built in)")
+    p.add_argument("--metric", default="rouge1", choices=["rouge1", "exact"], help="benign task score")
+    p.add_argument("--judge", default=None, help="keyword | exact | llm | classifier:PATH (default: exact/keyword)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--greedy", action="store_true", help="greedy evaluation (default on the organism)")
+    p.add_argument("--no-eval-initial", action="store_true", help="skip evaluating the model before fine-tuning")
+    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 (paper) / 3e-4 (organism)")
+    p.add_argument("--epochs", type=float, default=None, help="default: 25 attacks, 3 benign / organism 10, 3")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--batch-size", type=int, default=None, help="per device (default 8 x 8 accumulation / 16)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=None)
+    p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
+    p.add_argument("--use-lora", action="store_true", help="train a LoRA adapter")
+    p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")
+    p.add_argument("--seed", type=int, default=0)
+    format_args(p)
+    p.add_argument("--device", default="auto", help="cpu forces CPU training (default: what accelerate finds)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
