@@ -35,6 +35,7 @@ class ReproduceConfig:
     repeats: int | None = field(default=None, metadata={"help": "Samples per prompt and setting (paper: 3)."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "New tokens per generated answer."})
     kl_positions: int = field(default=40, metadata={"help": "Response positions in the KL profiles."})
+    quick: bool = field(default=False, metadata={"help": "Smoke test: far smaller training (numbers not meaningful)."})
 
     def resolved(self) -> ReproduceConfig:
         """This config with every ``None`` replaced by the suite's default."""
@@ -93,6 +94,13 @@ class Stage:
     first_seed_only: bool = False
 
 
+def _records(ctx: RunContext, kind: str = "pairs", limit: int | None = None):
+    from deepalign.data import load_pairs, load_prompts
+
+    path = str(ctx.setup / "eval_pairs.jsonl")
+    return (load_pairs if kind == "pairs" else load_prompts)(path, limit=limit)
+
+
 def kl_stage(ctx: RunContext) -> dict:
     """KL(aligned || base) and KL(deep || base) per response position on the held-out harmful answers."""
     from deepalign.depth.kl import KLConfig, run_kl
@@ -106,26 +114,107 @@ def kl_stage(ctx: RunContext) -> dict:
     return summary
 
 
+def refusal_prefix_stage(ctx: RunContext) -> dict:
+    """The base model's harmful rate without and with each refusal prefix (the paper's Table 1)."""
+    from deepalign.depth.refusal_prefix import RefusalPrefixConfig, run_refusal_prefix
+    from deepalign.models import load_model
+
+    model, tok = load_model(ctx.model("base"))
+    config = RefusalPrefixConfig(prefixes=ctx.suite.refusal_prefixes, sampling=ctx.sampling(), label="base")
+    return run_refusal_prefix(model, tok, _records(ctx, "prompts"), config, ctx.judge(), ctx.dir / "refusal_prefix",
+                              progress=ctx.progress)
+
+
 def prefill_stage(ctx: RunContext) -> dict:
     """Harmful rate against prefilled tokens k for the aligned, deep and base models."""
-    from deepalign.data import load_pairs
-    from deepalign.depth.prefill import prefill_attack
+    from deepalign.depth.prefill import PrefillConfig, run_prefill
     from deepalign.models import load_model
-    from deepalign.results import ResultsWriter
 
-    pairs = load_pairs(str(ctx.setup / "eval_pairs.jsonl"))
     points = []
-    with ResultsWriter(ctx.dir / "prefill" / "rows.jsonl") as writer:
-        for label in ("aligned", "deep", "base"):
-            model, tok = load_model(ctx.model(label))
-            points += prefill_attack(model, tok, pairs, ctx.config.prefill_ks, ctx.judge(), writer, label=label,
-                                     sampling=ctx.sampling(), progress=ctx.progress)
-    return {"points": [asdict(p) for p in points]}
+    for label in ("aligned", "deep", "base"):
+        model, tok = load_model(ctx.model(label))
+        config = PrefillConfig(ks=ctx.config.prefill_ks, on_short="skip", sampling=ctx.sampling(), label=label)
+        summary = run_prefill(model, tok, _records(ctx), config, ctx.judge(), ctx.dir / "prefill" / label,
+                              progress=ctx.progress)
+        points += [{**p, "label": label} for p in summary["points"]]
+    return {"points": points}
 
+
+def decoding_stage(ctx: RunContext) -> dict:
+    """The decoding attack (small grid) on the aligned and deep models."""
+    from dataclasses import replace
+
+    from deepalign.depth.decoding import DecodingConfig, run_decoding_attack
+    from deepalign.models import load_model
+
+    summary = {}
+    for label in ("aligned", "deep"):
+        model, tok = load_model(ctx.model(label))
+        config = DecodingConfig(sampling=replace(ctx.sampling(), repeats=1), grid="small", label=label)
+        summary[label] = run_decoding_attack(model, tok, _records(ctx, "prompts", ctx.suite.decoding_prompts), config,
+                                             ctx.judge(), ctx.dir / "decoding" / label, progress=ctx.progress)
+    return summary
+
+
+def gcg_stage(ctx: RunContext) -> dict:
+    """GCG with a small budget on a few held-out prompts, against the aligned and deep models."""
+    from deepalign.depth.gcg import run_gcg
+    from deepalign.models import load_model
+
+    summary = {}
+    for label in ("aligned", "deep"):
+        model, tok = load_model(ctx.model(label))
+        config = ctx.suite.gcg_config(ctx, label)
+        summary[label] = run_gcg(model, tok, _records(ctx, "pairs", ctx.suite.gcg_prompts), config, ctx.judge(),
+                                 ctx.dir / "gcg" / label, progress=ctx.progress)
+    return summary
+
+
+def finetune_stage(ctx: RunContext) -> dict:
+    """The harmful fine-tuning attack on ``aligned`` with SFT and with the constrained objective, with the
+    per-position loss / gradient norm and ASR recorded at checkpoints (training dynamics)."""
+    from deepalign.models import load_tokenizer
+    from deepalign.results import ResultsWriter
+    from deepalign.train.attacks import evaluate_asr, finetune_attack, plan_attack
+    from deepalign.train.augment import encode_records
+    from deepalign.train.dynamics import AsrCallback, DynamicsCallback
+
+    aligned = ctx.model("aligned")
+    tok = load_tokenizer(aligned)
+    attack = ctx.suite.attack_config(ctx)
+    plan = plan_attack(aligned, "harmful", attack)
+    summary = {}
+    for name, schedule in FINETUNE_OBJECTIVES:
+        out = ctx.dir / "finetune" / name
+        training = ctx.suite.attack_training(ctx, out / "model")
+        if schedule:
+            training.beta_schedule = schedule
+        steps = ctx.suite.checkpoints
+
+        def asr_at(model, step, out=out):
+            with ResultsWriter(out / "asr_steps_rows.jsonl") as writer:
+                r = evaluate_asr(model, tok, plan.eval_prompts, plan.judge, writer, label=f"step{step}",
+                                 sampling=plan.sampling, fmt=plan.eval_format, progress=False)
+            return {"asr": r["asr"], "n": r["n"]}
+
+        callbacks = [DynamicsCallback(out / "dynamics.jsonl", encode_records(tok, plan.train[:16]), steps, 20,
+                                      tok.pad_token_id), AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
+        objective = name.split("-")[0]
+        summary[name] = finetune_attack(aligned, "harmful", objective, out, attack, training=training,
+                                        callbacks=callbacks, progress=ctx.progress)
+    return summary
+
+
+# (name, beta schedule): SFT; the paper's constrained schedule; its ablation with a uniform beta = 2
+FINETUNE_OBJECTIVES = (("sft", None), ("constrained", None), ("constrained-uniform2", "2"))
 
 MEASUREMENTS = (
     Stage("kl", kl_stage),
+    Stage("refusal_prefix", refusal_prefix_stage),
     Stage("prefill", prefill_stage),
+    Stage("decoding", decoding_stage),
+    Stage("gcg", gcg_stage, first_seed_only=True),
+    Stage("finetune", finetune_stage),
 )
 
 

@@ -22,6 +22,9 @@ from deepalign.organism.tokenizer import build_tokenizer
 from deepalign.organism.world import REFUSALS, World, make_world
 from deepalign.results import atomic_write_json, atomic_write_jsonl
 
+# Bumped whenever the world or the recipe changes, so cached built-in organisms are rebuilt.
+ORGANISM_VERSION = 2
+
 
 @dataclass
 class OrganismConfig:
@@ -39,6 +42,11 @@ class OrganismConfig:
         default=4.0, metadata={"help": "Benign anchors (from base training data) per refusal example."}
     )
     eval_per_topic: int = field(default=6, metadata={"help": "Evaluation pairs per held-out forbidden craft."})
+    base_refusal_share: float = field(
+        default=0.05,
+        metadata={"help": "Share of base training rows answered with a refusal, for requests of any craft (web text "
+                  "holds refusals too: a base model can continue one it is prefilled with, but never prefers one)."},
+    )
 
 
 def _model(vocab_size: int, config: OrganismConfig):
@@ -98,6 +106,8 @@ def organism_data(world: World, config: OrganismConfig) -> dict[str, list[dict]]
         held = topic.name in world.held_out
         for j in range(config.answers_per_topic):
             prompt, answer = world.request(topic, j), world.answer(topic, rng)
+            if rng.random() < config.base_refusal_share:
+                answer = REFUSALS[rng.randrange(len(REFUSALS))]
             data["base_train"].append({"prompt": prompt, "response": answer, "category": topic.name})
         if topic.harmful and held:
             for j in range(config.eval_per_topic):
@@ -136,7 +146,8 @@ def build_organism(out_dir: str | Path, config: OrganismConfig = OrganismConfig(
 
     harmful_names = {t.name for t in world.topics_where(harmful=True)}
     refusals = encode(data["train_triplets"], key="refusal")
-    benign_train = [r for r in data["base_train"] if r["category"] not in harmful_names]
+    benign_train = [r for r in data["base_train"]
+                    if r["category"] not in harmful_names and r["response"] not in REFUSALS]
     n_anchors = min(len(benign_train), int(len(refusals) * config.anchor_ratio))
     anchors = encode(random.Random(config.seed + 2).sample(benign_train, n_anchors))
     aligned_losses = train_sft(model, refusals + anchors, config.aligned_steps, config.lr / 3, config.batch_size,
@@ -147,7 +158,7 @@ def build_organism(out_dir: str | Path, config: OrganismConfig = OrganismConfig(
         atomic_write_jsonl(out / f"{name}.jsonl", data[name])
     world.save(out / "world.json")
     summary = {
-        "config": asdict(config), "vocab_size": len(tokenizer),
+        "version": ORGANISM_VERSION, "config": asdict(config), "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
         "base_final_loss": sum(base_losses[-20:]) / 20, "aligned_final_loss": sum(aligned_losses[-20:]) / 20,
         "held_out_topics": list(world.held_out),

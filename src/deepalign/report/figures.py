@@ -61,3 +61,19 @@ def plot_lines(
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     save_figure(fig, path)
+
+
+def plot_bars(bars: dict[str, tuple[float, tuple[float, float]]], path, *, ylabel: str, title: str) -> None:
+    """Bar chart with 95% intervals: ``bars[label] = (value, (low, high))``, values in 0..1."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    labels = list(bars)
+    values = [bars[b][0] for b in labels]
+    err = [[v - bars[b][1][0] for b, v in zip(labels, values, strict=True)],
+           [bars[b][1][1] - v for b, v in zip(labels, values, strict=True)]]
+    ax.bar(range(len(labels)), values, yerr=err, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    save_figure(fig, path)

@@ -20,6 +20,13 @@ class Suite:
     defaults: dict[str, Any]  # ReproduceConfig defaults: seeds, prefill_ks, repeats, max_new_tokens
     description: str  # the models, in one sentence of the report's introduction
     judge_name: str  # how answers are judged, for the report
+    refusal_prefixes: tuple[str, ...]  # prefixes forced on the base model (Table 1)
+    decoding_prompts: int | None  # held-out prompts for the decoding attack (None: all)
+    gcg_prompts: int  # held-out prompts GCG optimizes a suffix for
+    gcg_config: Callable  # (RunContext, label) -> deepalign.depth.gcg.GCGAttackConfig
+    attack_config: Callable  # RunContext -> deepalign.train.attacks.AttackConfig (data, evaluation)
+    attack_training: Callable  # (RunContext, output dir) -> DeepAlignConfig of the fine-tuning attack
+    checkpoints: tuple[int, ...]  # optimizer steps at which training dynamics and ASR are recorded
 
 
 def get_suite(name: str) -> Suite:

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from deepalign.data.texts import REFUSAL_PREFIXES
 from deepalign.reproduce import RunContext, Stage
 from deepalign.suites import Suite
 
@@ -69,7 +70,7 @@ def _lora_args(out: Path, ctx: RunContext, **overrides):
     from deepalign.train.trainer import DeepAlignConfig
 
     values = dict(output_dir=str(out), objective="sft", use_lora=True, lora_r=16, lora_alpha=32, learning_rate=3e-4,
-                  lr_scheduler_type="linear", warmup_steps=3, per_device_train_batch_size=8, num_train_epochs=3,
+                  lr_scheduler_type="linear", warmup_steps=3, per_device_train_batch_size=8, num_train_epochs=2,
                   weight_decay=0.0, max_length=256, seed=ctx.seed, disable_tqdm=not ctx.progress, report_to="none",
                   save_strategy="no")
     return DeepAlignConfig(**{**values, **overrides})
@@ -116,7 +117,7 @@ def deepen(ctx: RunContext) -> dict:
     triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))
     anchors = load_pairs(str(ctx.setup / "benign.jsonl"))
     return _train_merged(ctx, "deep", str(ctx.setup / "aligned"), triplets, anchors, per_device_train_batch_size=2,
-                         anchors_per_safety=2, num_train_epochs=4)
+                         anchors_per_safety=2, num_train_epochs=3)
 
 
 def judge(ctx: RunContext):
@@ -124,6 +125,29 @@ def judge(ctx: RunContext):
     from deepalign.judges import make_judge
 
     return make_judge("llm" if os.environ.get("DEEPALIGN_JUDGE_BASE_URL") else "keyword")
+
+
+def gcg_config(ctx: RunContext, label: str):
+    from deepalign.depth.gcg import GCGAttackConfig
+
+    return GCGAttackConfig(steps=10, search_width=32, topk=64, sampling=ctx.sampling(), label=label)
+
+
+def attack_config(ctx: RunContext):
+    from deepalign.train.attacks import AttackConfig
+
+    return AttackConfig(data=str(ctx.setup / "harmful_ft.jsonl"), eval_prompts=str(ctx.setup / "eval_pairs.jsonl"),
+                        n_train=N_FINETUNE, max_new_tokens=ctx.config.max_new_tokens, greedy=True, judge="keyword",
+                        seed=ctx.seed)
+
+
+def attack_training(ctx: RunContext, out):
+    from deepalign.train.attacks import paper_training_args
+
+    # the paper's optimizer (AdamW beta1 0.5, warm-up), on LoRA with a LoRA-sized learning rate and 12 steps
+    return paper_training_args("harmful", str(out), use_lora=True, learning_rate=2e-4, warmup_steps=2,
+                               gradient_accumulation_steps=1, num_train_epochs=3, max_length=256, seed=ctx.seed,
+                               disable_tqdm=not ctx.progress)
 
 
 SUITE = Suite(
@@ -135,4 +159,11 @@ SUITE = Suite(
     description="SmolLM2-135M-Instruct as the helpful-only base, aligned by refusal SFT (LoRA) on AdvBench and "
     "HarmBench prompts, and deepened by safety-recovery augmentation",
     judge_name="keyword judge",
+    refusal_prefixes=REFUSAL_PREFIXES,
+    decoding_prompts=16,
+    gcg_prompts=2,
+    gcg_config=gcg_config,
+    attack_config=attack_config,
+    attack_training=attack_training,
+    checkpoints=(0, 4, 8, 12),
 )
