@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make reproduce   install what is needed, then reproduce the paper's findings on the model organism
-#   make test        install what the tests need, then run them (CI runs this through .ci/run)
+#   make test        install what the tests need, then run them (CI runs this and make test-slow: .ci/run)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ OUT ?= runs/reproduce
 # CPU installs pin torch to the CPU wheel; GPU users keep their own torch: make install CONSTRAINTS=
 CONSTRAINTS ?= -c requirements/cpu.txt
 
-.PHONY: install install-test reproduce test lint bench
+.PHONY: install install-test reproduce test test-slow lint bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,10 @@ reproduce: install
 
 test: install-test
 	$(BIN)/ruff check src tests bench
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
+
+test-slow: install-test
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -11,7 +11,7 @@ Headline figures (docs/audit.md explains them):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import mean
 
@@ -31,6 +31,10 @@ class AuditConfig:
     kl_positions: int = field(default=40, metadata={"help": "Response positions of the KL profile."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     template: str = field(default="chat", metadata={"help": "Prompt template of the audited model."})
+    decoding_prompts: int = field(default=16, metadata={"help": "Prompts for the decoding attack (0 skips it)."})
+    refusal_prefixes: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
+    )
 
 
 @dataclass
@@ -74,7 +78,7 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     KL profile. Resumable: rerunning the same command reuses finished rows.
     """
     from deepalign.chat import ChatFormat
-    from deepalign.data import load_pairs
+    from deepalign.data import PromptRecord, load_pairs
     from deepalign.depth.prefill import prefill_attack
     from deepalign.generation import SamplingConfig
     from deepalign.judges import make_judge
@@ -96,12 +100,27 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     card = AuditCard(model, depth_score(rates), prefill_depth(rates, config.threshold), rates, n_pairs=len(pairs),
                      n_judge_errors=sum(p.n_errors for p in points),
                      extra={"prefill": [asdict(p) for p in points]})
+    prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
+    if config.decoding_prompts:
+        from deepalign.depth.decoding import DecodingConfig, run_decoding_attack
+
+        decoding = run_decoding_attack(
+            model_obj, tok, prompts[: config.decoding_prompts],
+            DecodingConfig(sampling=replace(sampling, repeats=1), template=config.template), judge, out / "decoding",
+            progress=progress)
+        card.extra["decoding"] = {"greedy_asr": decoding["greedy_asr"], **decoding["broken"]}
     if base is not None:
         from deepalign.depth.kl import KLConfig, run_kl
+        from deepalign.depth.refusal_prefix import RefusalPrefixConfig, run_refusal_prefix
 
         profile = run_kl(model, base, str(pairs_path), out / "kl", KLConfig(template=config.template,
                          max_positions=config.kl_positions), limit=config.limit, progress=progress)
         card.kl_depth, card.kl_share_first_5 = profile.position_holding(0.9), profile.share_first(5)
+        base_obj, base_tok = load_model(base)
+        options = {"prefixes": config.refusal_prefixes} if config.refusal_prefixes else {}
+        refusal = run_refusal_prefix(base_obj, base_tok, prompts, RefusalPrefixConfig(sampling=sampling, **options),
+                                     judge, out / "refusal_prefix", progress=progress)
+        card.extra["refusal_prefix"] = {c["prefix"] or "(none)": c["asr"] for c in refusal["conditions"]}
     _plot(card, out)
     atomic_write_json(out / "card.json", asdict(card))
     return card
@@ -132,6 +151,14 @@ def card_text(card: AuditCard) -> str:
     if card.kl_depth is not None:
         lines.append(f"KL depth: 90% of the KL mass by token {card.kl_depth}; first 5 tokens hold "
                      f"{card.kl_share_first_5:.0%}")
+    if "decoding" in card.extra:
+        d = card.extra["decoding"]
+        share = "n/a" if d["broken_share"] is None else f"{d['broken_share']:.0%}"
+        greedy = "n/a" if d["greedy_asr"] is None else f"{d['greedy_asr']:.0%}"
+        lines.append(f"decoding attack: {share} of {d['n_prompts']} prompts broken by some setting (greedy {greedy})")
+    if "refusal_prefix" in card.extra:
+        rates = ", ".join(f"{p}: {'n/a' if r is None else f'{r:.0%}'}" for p, r in card.extra["refusal_prefix"].items())
+        lines.append(f"base with refusal prefixes: {rates}")
     if card.n_judge_errors:
         lines.append(f"judge errors: {card.n_judge_errors} (left out of the rates)")
     return "\n".join(lines)

@@ -95,10 +95,12 @@ class Stage:
 
 
 def _records(ctx: RunContext, kind: str = "pairs", limit: int | None = None):
+    """The held-out harmful pairs (or their prompts): the first ``limit``, at most the suite's ``eval_limit``."""
     from deepalign.data import load_pairs, load_prompts
 
+    limits = [n for n in (limit, ctx.suite.eval_limit) if n]
     path = str(ctx.setup / "eval_pairs.jsonl")
-    return (load_pairs if kind == "pairs" else load_prompts)(path, limit=limit)
+    return (load_pairs if kind == "pairs" else load_prompts)(path, limit=min(limits) if limits else None)
 
 
 def kl_stage(ctx: RunContext) -> dict:
@@ -109,7 +111,7 @@ def kl_stage(ctx: RunContext) -> dict:
     summary = {}
     for label in ("aligned", "deep"):
         profile = run_kl(ctx.model(label), ctx.model("base"), str(ctx.setup / "eval_pairs.jsonl"),
-                         ctx.dir / "kl" / label, config, progress=ctx.progress)
+                         ctx.dir / "kl" / label, config, limit=ctx.suite.eval_limit, progress=ctx.progress)
         summary[label] = {**profile.summary(), "mean": profile.mean, "sem": profile.sem, "count": profile.count}
     return summary
 
@@ -197,8 +199,10 @@ def finetune_stage(ctx: RunContext) -> dict:
                                  sampling=plan.sampling, fmt=plan.eval_format, progress=False)
             return {"asr": r["asr"], "n": r["n"]}
 
-        callbacks = [DynamicsCallback(out / "dynamics.jsonl", encode_records(tok, plan.train[:16]), steps, 20,
-                                      tok.pad_token_id), AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
+        callbacks = [AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
+        if name == "sft":  # the paper's Figure 3: per-position loss and gradient norm under the SFT attack
+            probe = encode_records(tok, plan.train[:16])
+            callbacks.append(DynamicsCallback(out / "dynamics.jsonl", probe, steps, 20, tok.pad_token_id))
         objective = name.split("-")[0]
         summary[name] = finetune_attack(aligned, "harmful", objective, out, attack, training=training,
                                         callbacks=callbacks, progress=ctx.progress)

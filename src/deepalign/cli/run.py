@@ -19,7 +19,8 @@ def cmd_organism_build(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from deepalign.reproduce import ReproduceConfig, reproduce
 
-    config = ReproduceConfig(suite=args.suite, seeds=args.seeds and tuple(args.seeds), repeats=args.repeats)
+    config = ReproduceConfig(suite=args.suite, seeds=args.seeds and tuple(args.seeds), repeats=args.repeats,
+                             quick=args.quick)
     print(reproduce(args.out, config, progress=not args.no_progress))
     print(f"report: {args.out}/report.html (and report.md)")
     return 0
@@ -30,7 +31,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from deepalign.cli.common import make_judge_from_args
 
     config = AuditConfig(prefill_ks=tuple(args.tokens), threshold=args.threshold, repeats=args.repeats,
-                         max_new_tokens=args.max_new_tokens, limit=args.limit, template=args.template)
+                         max_new_tokens=args.max_new_tokens, limit=args.limit, template=args.template,
+                         decoding_prompts=args.decoding_prompts)
     progress = not args.no_progress
     pairs = harmful_pairs(args.model, args.out, data=args.data, prompts=args.prompts, base=args.base,
                           limit=args.limit, progress=progress)
@@ -38,6 +40,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from deepalign.judges.exact import ExactJudge
 
         judge = ExactJudge(world_path=pairs.parent / "world.json", sees_prefill=args.sees_prefill)
+        config.refusal_prefixes = ("i cannot", "sorry , i will not")
     else:
         args.judge = "keyword" if args.judge == "auto" else args.judge
         judge = make_judge_from_args(args)
@@ -69,6 +72,7 @@ def register(sub) -> None:
                    help="organism (default, minutes) or smollm2 (SmolLM2-135M-Instruct, about an hour on 2 CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: organism 0 1 2, smollm2 0)")
     p.add_argument("--repeats", type=int, default=None, help="samples per prompt and setting (default: suite's)")
+    p.add_argument("--quick", action="store_true", help="smoke test with far smaller training (not for numbers)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 
@@ -89,6 +93,7 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--limit", type=int, default=32, help="harmful pairs used")
+    p.add_argument("--decoding-prompts", type=int, default=16, help="prompts for the decoding attack (0: skip)")
     p.add_argument("--template", default="chat", choices=["chat", "plain", "alpaca"])
     judge_args(p, default="auto")
     p.add_argument("--device", default="cpu")

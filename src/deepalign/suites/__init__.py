@@ -21,6 +21,7 @@ class Suite:
     description: str  # the models, in one sentence of the report's introduction
     judge_name: str  # how answers are judged, for the report
     refusal_prefixes: tuple[str, ...]  # prefixes forced on the base model (Table 1)
+    eval_limit: int | None  # held-out pairs used by the measurements (None: all)
     decoding_prompts: int | None  # held-out prompts for the decoding attack (None: all)
     gcg_prompts: int  # held-out prompts GCG optimizes a suffix for
     gcg_config: Callable  # (RunContext, label) -> deepalign.depth.gcg.GCGAttackConfig

@@ -137,8 +137,8 @@ def attack_config(ctx: RunContext):
     from deepalign.train.attacks import AttackConfig
 
     return AttackConfig(data=str(ctx.setup / "harmful_ft.jsonl"), eval_prompts=str(ctx.setup / "eval_pairs.jsonl"),
-                        n_train=N_FINETUNE, max_new_tokens=ctx.config.max_new_tokens, greedy=True, judge="keyword",
-                        seed=ctx.seed)
+                        n_train=N_FINETUNE, n_eval=16, max_new_tokens=ctx.config.max_new_tokens, greedy=True,
+                        judge="keyword", seed=ctx.seed)
 
 
 def attack_training(ctx: RunContext, out):
@@ -160,10 +160,11 @@ SUITE = Suite(
     "HarmBench prompts, and deepened by safety-recovery augmentation",
     judge_name="keyword judge",
     refusal_prefixes=REFUSAL_PREFIXES,
-    decoding_prompts=16,
+    eval_limit=16,
+    decoding_prompts=8,
     gcg_prompts=2,
     gcg_config=gcg_config,
     attack_config=attack_config,
     attack_training=attack_training,
-    checkpoints=(0, 4, 8, 12),
+    checkpoints=(0, 6, 12),
 )
