@@ -2,9 +2,13 @@
 
 Prints, measured in one run on the same pairs and batches:
   profile / bare   = KL profile wall time / time of the two bare batched forward passes (target <= 1.15)
-  loop / profile   = one-example-at-a-time KL loop / KL profile (target >= 4)
+  loop / profile   = naive one-example-at-a-time KL loop (full logits, full log-softmax) / KL profile
+                     (target >= 4)
+  batch-1 profile / profile = the same profile code run with batch size 1 / the profile (no target: the
+                     part of the gain that comes from batching alone)
 
-    python bench/kl.py                 # 64 SmolLM2-135M-Instruct pairs, batch 8
+    python bench/kl.py                         # 64 SmolLM2-135M-Instruct pairs, batch 8
+    python bench/kl.py --n 64 --batch-size 16 --short   # many short pairs (one-sentence answers)
     python bench/kl.py --n 16 --model organism-aligned --base organism-base
 """
 
@@ -32,11 +36,13 @@ SENTENCES = (
 )
 
 
-def make_pairs(n: int) -> list[SimpleNamespace]:
+def make_pairs(n: int, short: bool = False) -> list[SimpleNamespace]:
+    """``n`` neutral pairs; answers of 2-4 sentences (~30-60 tokens), or one sentence with ``short``."""
     prompts = [p for group in BENIGN_PROMPTS.values() for p in group]
     pairs = []
     for i in range(n):
-        answer = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(2 + i % 3))
+        n_sentences = 1 if short else 2 + i % 3
+        answer = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(n_sentences))
         pairs.append(SimpleNamespace(prompt=prompts[i % len(prompts)], response=answer))
     return pairs
 
@@ -71,12 +77,13 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="base model (default: a second copy of --model)")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--short", action="store_true", help="one-sentence answers (~15 tokens)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     aligned, tok = load_model(args.model)
     base, _ = load_model(args.base or args.model)
     config = KLConfig(batch_size=args.batch_size, base_template="same")
-    items = build_items(tok, tok, make_pairs(args.n), config)
+    items = build_items(tok, tok, make_pairs(args.n, args.short), config)
     order = sorted(range(len(items)), key=lambda i: (len(items[i].aligned_prompt) + len(items[i].response), i))
     pad = tok.pad_token_id
     n_tokens = sum(len(it.aligned_prompt) + len(it.response) for it in items)
@@ -84,14 +91,18 @@ def main() -> None:
     t_bare = timed(lambda: bare_forward(aligned, base, items, order, args.batch_size, pad))
     t_profile = timed(lambda: kl_profile(aligned, base, items, config, pad_id=pad, progress=False))
     t_loop = timed(lambda: per_example_loop(aligned, base, items))
+    one = KLConfig(batch_size=1, base_template="same")
+    t_one = timed(lambda: kl_profile(aligned, base, items, one, pad_id=pad, progress=False))
     print(f"model={args.model} pairs={len(items)} tokens/model={n_tokens} batch={args.batch_size} "
-          f"threads={torch.get_num_threads()}")
+          f"short={args.short} threads={torch.get_num_threads()}")
     print(f"{'measure':<34}{'seconds':>10}")
     print(f"{'two bare batched forwards':<34}{t_bare:>10.2f}")
     print(f"{'KL profile (deepalign)':<34}{t_profile:>10.2f}")
-    print(f"{'per-example loop':<34}{t_loop:>10.2f}")
+    print(f"{'per-example loop (naive)':<34}{t_loop:>10.2f}")
+    print(f"{'KL profile with batch size 1':<34}{t_one:>10.2f}")
     print(f"profile / bare   = {t_profile / t_bare:.3f}   (target <= 1.15)")
     print(f"loop / profile   = {t_loop / t_profile:.2f}   (target >= 4)")
+    print(f"batch-1 profile / profile = {t_one / t_profile:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ Each POST /v1/chat/completions consumes the next script entry (then ``default``)
   "noscore"             200 with a reply that has no '#score:' line
   "badscore"            200 with a reply ending in '#score: 7'
   ("text", content)     200 with the given content
+  "garbage"             200 whose body is not JSON at all (an HTML error page from a proxy)
+  "nochoices"           200 with an empty ``choices`` list
+  "disconnect"          the connection is closed without any response
+``default`` may also be a function of the 0-based request number returning one of these (seeded
+random faults: ``default=lambda n: 500 if rng.random() < 0.3 else "ok"``).
 The default ``reply`` returns '#score: 5' when the judged text contains "COMPLY", else '#score: 1'.
 The server runs in a daemon thread bound to 127.0.0.1 on an ephemeral port; it stops on exiting
 the context, or by itself after ``lifetime`` seconds.
@@ -85,7 +90,9 @@ class FakeOpenAI:
             self.n_requests += 1
             self.active += 1
             self.max_concurrent = max(self.max_concurrent, self.active)
-            return self.script.pop(0) if self.script else self.default
+            if self.script:
+                return self.script.pop(0)
+            return self.default(self.n_requests - 1) if callable(self.default) else self.default
 
     def _done(self) -> None:
         with self._lock:
@@ -147,6 +154,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(action)
             elif isinstance(action, tuple) and action[0] == "429":
                 self._error(429, {"Retry-After": str(action[1])})
+            elif action == "disconnect":
+                self.close_connection = True
+                self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the connection drop
+            elif action == "garbage":
+                self._send(200, b"<html><body>502 Bad Gateway</body></html>")
+            elif action == "nochoices":
+                self._send(200, json.dumps({**_completion(body, ""), "choices": []}).encode())
             elif action == "truncated":
                 full = json.dumps(_completion(body, fake.reply(body))).encode()
                 self._send(200, full[: len(full) // 2])

@@ -48,6 +48,7 @@ class AuditCard:
     kl_depth: int | None = None
     kl_share_first_5: float | None = None
     n_pairs: int = 0
+    n_rows: int = 0
     n_judge_errors: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -79,10 +80,10 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     """
     from deepalign.chat import ChatFormat
     from deepalign.data import PromptRecord, load_pairs
-    from deepalign.depth.prefill import prefill_attack
+    from deepalign.depth.prefill import prefill_attack, prefill_items
     from deepalign.generation import SamplingConfig
     from deepalign.judges import make_judge
-    from deepalign.models import load_model
+    from deepalign.models import load_model, load_tokenizer, same_vocabulary
     from deepalign.results import ResultsWriter
 
     config = config or AuditConfig()
@@ -90,6 +91,10 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     pairs = load_pairs(str(pairs_path), limit=config.limit)
     judge = judge or make_judge("keyword")
     model_obj, tok = load_model(model)
+    prefill_items(tok, pairs, config.prefill_ks, label="model", fmt=ChatFormat(config.template),
+                  source=str(pairs_path))  # validates the data and the template before anything is written
+    if base is not None and not same_vocabulary(tok, load_tokenizer(base)):
+        raise DeepAlignError(f"{base}: the base model's vocabulary differs from {model}'s: KL needs a shared one")
     write_run_metadata(out, command="audit", model=model, base=base, pairs=str(pairs_path), config=asdict(config),
                        judge=judge.describe())
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed)
@@ -98,7 +103,7 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
                                 sampling=sampling, fmt=ChatFormat(config.template), progress=progress)
     rates = {p.k: p.asr for p in points}
     card = AuditCard(model, depth_score(rates), prefill_depth(rates, config.threshold), rates, n_pairs=len(pairs),
-                     n_judge_errors=sum(p.n_errors for p in points),
+                     n_rows=sum(p.n for p in points), n_judge_errors=sum(p.n_errors for p in points),
                      extra={"prefill": [asdict(p) for p in points]})
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.decoding_prompts:

@@ -83,7 +83,7 @@ def _eos_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def _require_chat_template(tokenizer) -> None:
+def require_chat_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise DeepAlignError(
             "the tokenizer has no chat template: pass --template plain or --template alpaca for a base model"
@@ -93,7 +93,7 @@ def _require_chat_template(tokenizer) -> None:
 def encode_prompt(tokenizer, prompt: str, fmt: ChatFormat = ChatFormat()) -> list[int]:
     """Token ids of the rendered prompt, up to and including the assistant header."""
     if fmt.template == "chat":
-        _require_chat_template(tokenizer)
+        require_chat_template(tokenizer)
         text = tokenizer.apply_chat_template(_messages(prompt, fmt), tokenize=False, add_generation_prompt=True)
         return _tokenize(tokenizer, text, add_special_tokens=False)
     return _tokenize(tokenizer, _plain_text(prompt, fmt), add_special_tokens=True)

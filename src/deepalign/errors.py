@@ -1,10 +1,12 @@
-"""User-facing errors: the CLI prints them as one line and exits with status 2."""
+"""User-facing errors: the CLI prints them as one line and exits with their ``exit_code`` (2, or 3)."""
 
 from __future__ import annotations
 
 
 class DeepAlignError(Exception):
     """An error caused by the user's input or environment (bad file, unknown model, offline hub id)."""
+
+    exit_code = 2
 
 
 class DataError(DeepAlignError):
@@ -15,3 +17,10 @@ class DataError(DeepAlignError):
         what = f"field '{field}': " if field else ""
         super().__init__(f"{where}: {what}{problem}")
         self.path, self.line, self.field, self.problem = path, line, field, problem
+
+
+class JudgeFailureError(DeepAlignError):
+    """More judgments failed (API errors, unparsable replies) than the allowed share; results are complete
+    but the ASR rests on too few rows. Exit status 3."""
+
+    exit_code = 3

@@ -38,17 +38,34 @@ def organism_dir() -> Path:
     return cache_dir() / "organism"
 
 
+def _organism_is_current(root: Path) -> bool:
+    """True when ``root`` holds a finished build of this version of the organism recipe."""
+    import json
+
+    from deepalign.organism.build import ORGANISM_VERSION
+
+    try:
+        return json.loads((root / "organism.json").read_text()).get("version") == ORGANISM_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def _ensure_organism(variant: str) -> Path:
+    import shutil
+
     from deepalign.organism.build import build_organism
 
     root = organism_dir()
-    if not (root / "base" / "config.json").exists() or not (root / "aligned" / "config.json").exists():
+    if not _organism_is_current(root):  # first use, or built by an older recipe
         print(f"deepalign: building the model organism into {root} (first use, about a minute)")
+        shutil.rmtree(root / "deep", ignore_errors=True)
+        (root / "organism.json").unlink(missing_ok=True)
         build_organism(root)
     if variant == "deep" and not (root / "deep" / "config.json").exists():
-        raise DeepAlignError(
-            f"organism-deep is not built yet in {root / 'deep'}: it is made by the safety-recovery augmentation recipe"
-        )
+        from deepalign.organism.deep import build_deep_organism
+
+        print(f"deepalign: building organism-deep into {root / 'deep'} (safety-recovery augmentation, first use)")
+        build_deep_organism(root)
     return root / variant
 
 
@@ -157,6 +174,7 @@ def load_model(
         device: "cpu", "cuda", "cuda:1", ... or "auto" (accelerate's device map).
         adapter: a LoRA adapter folder applied on top of ``name_or_path`` with PEFT.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_path(name_or_path)
@@ -178,7 +196,7 @@ def load_model(
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:  # missing/corrupt weights, pickle-only checkpoints
         raise DeepAlignError(f"cannot load model from '{name_or_path}': {str(e).splitlines()[0]}") from None
     if adapter is not None:
         model = _apply_adapter(model, adapter)

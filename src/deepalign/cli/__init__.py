@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DeepAlignError as e:
         print(f"deepalign: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("deepalign: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -10,7 +10,9 @@ from deepalign.cli.common import judge_args
 
 def cmd_organism_build(args: argparse.Namespace) -> int:
     from deepalign.organism.build import OrganismConfig, build_organism
+    from deepalign.results import check_out_dir
 
+    check_out_dir(args.out)
     build_organism(args.out, OrganismConfig(seed=args.seed), progress=not args.no_progress)
     print(f"organism written to {args.out}")
     return 0
@@ -18,7 +20,9 @@ def cmd_organism_build(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from deepalign.reproduce import ReproduceConfig, reproduce
+    from deepalign.results import check_out_dir
 
+    check_out_dir(args.out)
     config = ReproduceConfig(suite=args.suite, seeds=args.seeds and tuple(args.seeds), repeats=args.repeats,
                              quick=args.quick)
     print(reproduce(args.out, config, progress=not args.no_progress))
@@ -28,8 +32,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from deepalign.audit import AuditConfig, audit, card_text, harmful_pairs, regression
-    from deepalign.cli.common import make_judge_from_args
+    from deepalign.cli.common import check_max_failure_share, judge_exit_status, make_judge_from_args
+    from deepalign.results import check_out_dir
 
+    check_out_dir(args.out)
+    check_max_failure_share(args)
     config = AuditConfig(prefill_ks=tuple(args.tokens), threshold=args.threshold, repeats=args.repeats,
                          max_new_tokens=args.max_new_tokens, limit=args.limit, template=args.template,
                          decoding_prompts=args.decoding_prompts)
@@ -46,8 +53,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         judge = make_judge_from_args(args)
     card = audit(args.model, pairs, args.out, config, judge=judge, base=args.base, progress=progress)
     print(card_text(card))
-    if args.against is None:
-        return 0
+    status = judge_exit_status({"n": card.n_rows, "n_errors": card.n_judge_errors}, args)
+    if args.against is None or status:
+        return status
     original = audit(args.against, pairs, f"{args.out}/original", config, judge=judge, progress=progress)
     drop = regression(card, original)
     print(f"original depth score {original.depth_score:.3f}; regression {drop:+.3f} (allowed {args.max_regression})")

@@ -2,6 +2,7 @@
 
 from deepalign.data.loaders import (
     MAX_LINE_BYTES,
+    iter_lines,
     load_chats,
     load_pairs,
     load_prompts,
@@ -37,6 +38,7 @@ __all__ = [
     "TripletRecord",
     "aoa_examples",
     "benign_prompts",
+    "iter_lines",
     "load_chats",
     "load_packaged",
     "load_pairs",

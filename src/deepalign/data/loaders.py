@@ -104,6 +104,12 @@ def load_chats(source: str | os.PathLike[str], *, fields: Mapping[str, str] | No
     return cast(list[ChatRecord], load_records(source, "chats", fields=fields, limit=limit))
 
 
+def iter_lines(path: str | os.PathLike[str], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` for each line of a UTF-8 text file (BOM dropped); bad bytes or a line over
+    ``max_line_bytes`` raise DataError naming file and line."""
+    return _lines(Path(path), max_line_bytes)
+
+
 # ---------------------------------------------------------------------------------------------- readers
 def _lines(path: Path, cap: int) -> Iterator[tuple[int, str]]:
     """Decoded physical lines with 1-based numbers; reads at most cap+1 bytes of an over-long line."""

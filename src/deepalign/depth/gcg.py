@@ -199,6 +199,9 @@ def find_suffixes(
     skips finished prompts). Returns rows by prompt id: target, suffix, suffix_ids, initial_loss,
     best_loss (both by :func:`target_loss`), losses (nanoGCG's per-step best candidate), seed. Rows carry no
     timings, so a resumed run's file equals a fresh run's."""
+    from deepalign.chat import require_chat_template
+
+    require_chat_template(tokenizer)  # before any file is written
     targets = [derive_target(tokenizer, r, config, source, i) for i, r in enumerate(records)]
     with ResultsWriter(path) as writer:
         todo = [(r, t) for r, t in zip(records, targets, strict=True) if f"{config.label}/{r.id}" not in writer.done]

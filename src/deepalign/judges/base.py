@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepalign.errors import DataError, DeepAlignError
+from deepalign.errors import DataError, DeepAlignError, JudgeFailureError
 
 
 @dataclass(frozen=True)
@@ -141,31 +141,73 @@ def summarize(judgments: Iterable[Judgment]) -> dict[str, Any]:
     }
 
 
+DEFAULT_MAX_FAILURE_SHARE = 0.05
+
+
+def check_failure_share(summary: dict[str, Any], max_share: float = DEFAULT_MAX_FAILURE_SHARE) -> None:
+    """Raise :class:`~deepalign.errors.JudgeFailureError` (exit status 3) when the share of failed
+    judgments (``summary["n_errors"] / summary["n"]``, from :func:`summarize`) exceeds ``max_share``.
+
+    A failed judgment is left out of the ASR, so many failures make the ASR rest on a biased subset.
+    """
+    if not 0 <= max_share <= 1:
+        raise DeepAlignError(f"the maximum failure share must be in [0, 1], got {max_share}")
+    n, n_errors = summary.get("n") or 0, summary.get("n_errors") or 0
+    if n and n_errors / n > max_share:
+        raise JudgeFailureError(
+            f"{n_errors} of {n} judgments failed ({n_errors / n:.1%} > the allowed {max_share:.1%}); "
+            "rerun the same command to retry them"
+        )
+
+
 def _read_items(path: Path) -> list[tuple[dict, JudgeInput]]:
-    """Rows of a JSONL file with ``id``, ``prompt``, ``response`` and optional ``prefill`` fields."""
-    rows = []
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise DeepAlignError(f"cannot read {path}: {e.strerror}") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise DataError(str(path), n, None, "not a JSON object") from None
-            if not isinstance(row, dict):
-                raise DataError(str(path), n, None, "not a JSON object")
-            for name in ("id", "prompt", "response"):
-                if name not in row:
-                    raise DataError(str(path), n, name, "missing")
-            for name in ("prompt", "response", "prefill"):
-                if not isinstance(row.get(name, ""), str):
-                    raise DataError(str(path), n, name, "must be a string")
-            rows.append((row, JudgeInput(row["prompt"], row["response"], row.get("prefill") or "")))
+    """Rows of a JSONL file with ``id`` (string or integer, unique), ``prompt``, ``response`` and optional
+    ``prefill`` fields; any problem raises DataError naming file, line and field."""
+    from deepalign.data.loaders import MAX_LINE_BYTES, iter_lines
+
+    if not path.is_file():
+        raise DeepAlignError(f"cannot read {path}: no such file")
+    rows, first_line = [], {}
+    for n, line in iter_lines(path, MAX_LINE_BYTES):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DataError(str(path), n, None, f"not a JSON object (invalid JSON: {e})") from None
+        if not isinstance(row, dict):
+            raise DataError(str(path), n, None, "not a JSON object")
+        for name in ("id", "prompt", "response"):
+            if name not in row:
+                raise DataError(str(path), n, name, "missing")
+        rid = row["id"]
+        if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "":
+            raise DataError(str(path), n, "id", "must be a non-empty string or an integer")
+        if str(rid) in first_line:
+            raise DataError(str(path), n, "id", f"duplicate id '{rid}' (first on line {first_line[str(rid)]})")
+        first_line[str(rid)] = n
+        for name in ("prompt", "response"):
+            if not isinstance(row[name], str):
+                raise DataError(str(path), n, name, "must be a string")
+        if not isinstance(row.get("prefill") or "", str):
+            raise DataError(str(path), n, "prefill", "must be a string")
+        rows.append((row, JudgeInput(row["prompt"], row["response"], row.get("prefill") or "")))
+    if not rows:
+        raise DataError(str(path), None, None, "no rows to judge")
     return rows
+
+
+def _drop_failed_rows(path: Path) -> int:
+    """Remove rows whose judgment failed from a judged file (atomically), so a rerun retries them."""
+    from deepalign.results import atomic_write_jsonl, read_jsonl
+
+    if not path.exists():
+        return 0
+    rows = read_jsonl(path)
+    kept = [r for r in rows if r.get("judge_error") is None]
+    if len(kept) < len(rows):
+        atomic_write_jsonl(path, kept)
+    return len(rows) - len(kept)
 
 
 def judge_file(
@@ -174,15 +216,20 @@ def judge_file(
     """Judge every row of a JSONL file (``id``, ``prompt``, ``response``, optional ``prefill``).
 
     Writes ``out_dir/judged.jsonl`` (each input row plus ``harmful``, ``score``, ``judge_error``,
-    ``judge_raw``, ``judge``, ``judge_sees_prefill``; resumable: rows already there are skipped),
-    ``out_dir/summary.json`` (:func:`summarize` over all judged rows plus the judge's settings) and
-    ``out_dir/meta.json``. Returns the summary.
+    ``judge_raw``, ``judge``, ``judge_sees_prefill``; resumable: rows already judged are skipped, rows
+    whose judgment failed are judged again), ``out_dir/summary.json`` (:func:`summarize` over all judged
+    rows plus the judge's settings) and ``out_dir/meta.json``. The input is validated before anything is
+    written. Returns the summary; call :func:`check_failure_share` on it to fail on too many errors.
     """
     from deepalign.results import ResultsWriter, atomic_write_json, iter_batches, write_run_metadata
 
     out = Path(out_dir)
     rows = _read_items(Path(src))
-    write_run_metadata(out, source=str(src), judge=judge.describe())
+    if batch_size < 1:
+        raise DeepAlignError(f"batch size must be >= 1, got {batch_size}")
+    settings = judge.describe()
+    write_run_metadata(out, source=str(src), judge=settings, trust_remote_code=settings.get("trust_remote_code", False))
+    _drop_failed_rows(out / "judged.jsonl")
     with ResultsWriter(out / "judged.jsonl") as writer:
         todo = [r for r in rows if str(r[0]["id"]) not in writer.done]
         for batch in iter_batches(todo, batch_size):
@@ -191,7 +238,8 @@ def judge_file(
                     **row, "harmful": j.harmful, "score": j.score, "judge_error": j.error, "judge_raw": j.raw,
                     "judge": judge.name, "judge_sees_prefill": judge.sees_prefill,
                 })
-        judged = writer.rows()
+        wanted = {str(r[0]["id"]) for r in rows}
+        judged = [r for r in writer.rows() if str(r["id"]) in wanted]
     summary = {
         **summarize(Judgment(r["harmful"], r["score"], r["judge_error"], r["judge_raw"]) for r in judged),
         "judge": judge.describe(),

@@ -135,7 +135,8 @@ class ClassifierJudge(Judge):
 
     def describe(self) -> dict[str, Any]:
         c = self.config
-        out = {**super().describe(), "path": c.path, "kind": c.kind, "max_length": c.max_length}
+        out = {**super().describe(), "path": c.path, "kind": c.kind, "max_length": c.max_length,
+               "trust_remote_code": c.trust_remote_code}
         if c.kind == "sequence":
             labels = self.model.config.id2label
             out.update(harmful_labels=[labels[i] for i in self.harmful_ids], with_prompt=c.with_prompt)

@@ -190,9 +190,14 @@ class LLMJudge(Judge):
             raise DeepAlignError("llm judge: need concurrency >= 1, max_retries >= 0 and timeout > 0")
         self.config = cfg
         self.sees_prefill = cfg.sees_prefill
-        self._client = openai.OpenAI(
-            base_url=cfg.base_url, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=0
-        )
+        base_url = cfg.base_url
+        if base_url and "@" in urlsplit(base_url).netloc:
+            # user:password@ would become a Basic Authorization header that replaces the bearer key, and
+            # would show in HTTP client logs: drop it (the key goes in DEEPALIGN_JUDGE_API_KEY).
+            log.warning("llm judge: ignoring the credentials in the judge URL; set DEEPALIGN_JUDGE_API_KEY")
+            parts = urlsplit(base_url)
+            base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self._client = openai.OpenAI(base_url=base_url, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=0)
         self._cache: dict[str, dict] = {}
         self._cache_path: Path | None = None
         self._cache_lock = threading.Lock()
@@ -230,13 +235,16 @@ class LLMJudge(Judge):
         assert self._cache_path is not None
         if not self._cache_path.exists():
             return
-        with open(self._cache_path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                    self._cache[row["key"]] = row
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line from a killed run
+        data = self._cache_path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a torn last line from a killed run: cut it off
+            with open(self._cache_path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+        for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+                self._cache[row["key"]] = row
+            except (ValueError, KeyError, TypeError):
+                continue  # a line that is not a cache row
 
     def _cache_put(self, key: str, score: int, raw: str) -> None:
         row = {"key": key, "score": score, "raw": raw, "model": self.config.model, "rubric": RUBRIC_VERSION}

@@ -403,7 +403,7 @@ def finetune_attack(
     Summary keys: recipe, objective, model, n_train, steps, train_seconds, and ``initial`` / ``after``
     evaluations (``asr``, ``asr_trigger`` for backdoor, ``task`` for benign; ASR in 0..1).
     """
-    from deepalign.models import load_model, resolve_model_path
+    from deepalign.models import load_model, load_tokenizer, resolve_model_path
     from deepalign.train.trainer import OBJECTIVES, train
 
     if objective not in OBJECTIVES:
@@ -417,6 +417,7 @@ def finetune_attack(
     args.objective = objective
     args.disable_tqdm = args.disable_tqdm or not progress
     plan = plan_attack(model_path, recipe, config, ChatFormat(args.template, args.system))
+    load_tokenizer(model_path)  # an unknown or unloadable model fails here, before anything is written
     write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
                        attack=asdict(config), training=args.to_dict(), judge=plan.judge.describe(),
                        sampling=asdict(plan.sampling), eval_format=plan.eval_format.describe())
