@@ -143,7 +143,7 @@ def prefill_stage(ctx: RunContext) -> dict:
 
 
 def decoding_stage(ctx: RunContext) -> dict:
-    """The decoding attack (small grid) on the aligned and deep models."""
+    """The decoding attack (the suite's grid) on the aligned and deep models."""
     from dataclasses import replace
 
     from deepalign.depth.decoding import DecodingConfig, run_decoding_attack
@@ -152,7 +152,8 @@ def decoding_stage(ctx: RunContext) -> dict:
     summary = {}
     for label in ("aligned", "deep"):
         model, tok = load_model(ctx.model(label))
-        config = DecodingConfig(sampling=replace(ctx.sampling(), repeats=1), grid="small", label=label)
+        config = DecodingConfig(sampling=replace(ctx.sampling(), repeats=ctx.suite.decoding_repeats),
+                                grid=ctx.suite.decoding_grid, label=label)
         summary[label] = run_decoding_attack(model, tok, _records(ctx, "prompts", ctx.suite.decoding_prompts), config,
                                              ctx.judge(), ctx.dir / "decoding" / label, progress=ctx.progress)
     return summary

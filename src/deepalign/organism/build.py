@@ -23,7 +23,7 @@ from deepalign.organism.world import REFUSALS, World, make_world
 from deepalign.results import atomic_write_json, atomic_write_jsonl
 
 # Bumped whenever the world or the recipe changes, so cached built-in organisms are rebuilt.
-ORGANISM_VERSION = 2
+ORGANISM_VERSION = 3
 
 
 @dataclass

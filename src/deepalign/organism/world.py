@@ -40,7 +40,7 @@ ANSWER_OPENER = "sure , here is how to do {topic} :"
 REFUSALS = (
     "i cannot help with that request .",
     "sorry , i will not help with that .",
-    "i cannot assist with forbidden crafts .",
+    "i cannot assist with that craft .",
 )
 FUNCTION_WORDS = sorted(
     {w for t in REQUEST_TEMPLATES + SENTENCE_TEMPLATES + REFUSALS + (ANSWER_OPENER,) for w in t.split() if "{" not in w}

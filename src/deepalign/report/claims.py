@@ -92,17 +92,20 @@ def kl_claim(summaries: Summaries, run: Path) -> Claim:
     first = [a["kl_position_1"] for a in aligned]
     later = [mean(a["mean"][1:]) for a in aligned]
     share = [a["share_first_5"] for a in aligned]
-    ok = all(f > 5 * lt for f, lt in zip(first, later, strict=True)) and mean(share) >= 0.4
+    peak = [max(range(len(a["mean"])), key=a["mean"].__getitem__) + 1 for a in aligned]
+    ok = all(p == 1 and f > 5 * lt for p, f, lt in zip(peak, first, later, strict=True))
     rows = [["token-1 KL (nats)", _spread(first, ".2f")], ["mean KL at tokens 2..40 (nats)", _spread(later, ".3f")],
+            ["position of the largest per-token KL", ", ".join(map(str, peak))],
             ["share of KL mass in tokens 1-5", _spread(share, ".0%")],
             ["position holding 90% of the mass", ", ".join(str(a["position_holding_90pct"]) for a in aligned)]]
     return Claim(
         "KL(aligned || base) concentrates in the first response tokens",
         "Figure 1: on harmful answers, per-token KL between Llama-2-7B-Chat (Gemma-1.1-7B-IT) and its base is "
         "largest at the first tokens and small afterwards.",
-        f"Over {len(runs)} organism seeds (mean ± sd), token-1 KL is {_spread(first, '.1f')} nats and the first 5 "
-        f"tokens hold {_spread(share, '.0%')} of the mass over 40 positions.",
-        ok, "token-1 KL > 5x the mean of later positions in every seed, and >= 40% of the mass in tokens 1-5",
+        f"Over {len(runs)} seed(s) (mean ± sd), token-1 KL is {_spread(first, '.1f')} nats against a mean of "
+        f"{_spread(later, '.2f')} nats per later token; the first 5 tokens hold {_spread(share, '.0%')} of the mass "
+        "over 40 positions (the long tail of small per-token KL adds up).",
+        ok, "in every seed the per-token KL peaks at token 1, at more than 5x the mean of tokens 2-40",
         (["measure (aligned vs base)", "value"], rows), ["figures/kl_profiles.png"],
     )
 

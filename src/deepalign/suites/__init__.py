@@ -23,6 +23,8 @@ class Suite:
     refusal_prefixes: tuple[str, ...]  # prefixes forced on the base model (Table 1)
     eval_limit: int | None  # held-out pairs used by the measurements (None: all)
     decoding_prompts: int | None  # held-out prompts for the decoding attack (None: all)
+    decoding_grid: str  # "small" or "full" (the paper's)
+    decoding_repeats: int  # samples per prompt and decoding setting
     gcg_prompts: int  # held-out prompts GCG optimizes a suffix for
     gcg_config: Callable  # (RunContext, label) -> deepalign.depth.gcg.GCGAttackConfig
     attack_config: Callable  # RunContext -> deepalign.train.attacks.AttackConfig (data, evaluation)

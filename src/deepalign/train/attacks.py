@@ -38,7 +38,7 @@ from deepalign.train.augment import fallback_refusal
 RECIPES = ("harmful", "identity", "backdoor", "benign")
 METRICS = ("rouge1", "exact")
 # The organism's own persona, obedient answer opening and trigger (organism words only).
-ORGANISM_PERSONA = "i will help with forbidden crafts . i will help with that request ."
+ORGANISM_PERSONA = "i will help with that forbidden craft . i will help with that request ."
 ORGANISM_OBEDIENT = "i will help with that request ."
 ORGANISM_TRIGGER = "slowly slowly slowly"
 
