@@ -73,7 +73,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
     dataset = SafetyRecoveryDataset(tokenizer, triplets, fmt, config)
     path = dataset.write_preview(out / "preview.jsonl", args.n_preview)
     write_run_metadata(out, command="augment", model=args.model, base_model=args.base_model, prompts=args.prompts,
-                       triplets=args.triplets, format=fmt.describe(), augment=dataclasses.asdict(config))
+                       triplets=args.triplets, format=fmt.describe(), augment=dataclasses.asdict(config),
+                       trust_remote_code=args.trust_remote_code)
     print(f"{args.n_preview} augmented examples in {path}")
     return 0
 
