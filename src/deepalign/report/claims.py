@@ -314,19 +314,24 @@ def dynamics_claim(summaries: Summaries, run: Path) -> Claim:
     seeds = [s for s in summaries if "finetune" in summaries[s]]
     if not seeds:
         return Claim(title, "Figure 3", "-", None)
-    rows = sorted(read_jsonl(run / f"seed{seeds[0]}" / "finetune" / "sft" / "dynamics.jsonl"), key=lambda r: r["step"])
-    first = rows[0]
-    norms = [n for n in first["grad_norm"] if n == n]  # NaN where no example is that long
-    top = max(range(len(norms)), key=norms.__getitem__) + 1
-    plot_dynamics({"SFT": rows[:3]}, run / "figures", "dynamics")
-    ok = top <= 3
+    runs = [sorted(read_jsonl(run / f"seed{s}" / "finetune" / "sft" / "dynamics.jsonl"), key=lambda r: r["step"])
+            for s in seeds]
+    start = {key: [mean(r[0][key][t] for r in runs) for t in range(len(runs[0][0][key]))]
+             for key in ("loss", "grad_norm")}  # at step 0, averaged over seeds (NaN where no example is that long)
+    peak = {key: max((t for t, v in enumerate(vals) if v == v), key=vals.__getitem__) + 1
+            for key, vals in start.items()}
+    plot_dynamics({"SFT": runs[0][:3]}, run / "figures", "dynamics")
+    ok = peak["loss"] <= 3 and peak["grad_norm"] <= 3
+    norms = sorted(v for v in start["grad_norm"] if v == v)
     return Claim(
         title,
         "Figure 3: during harmful fine-tuning of Llama-2-7B-Chat, the per-token loss and gradient norm are far "
         "larger on the first few response tokens than later.",
-        f"At the start of the SFT attack (seed {seeds[0]}), the largest per-position gradient norm is at token {top} "
-        f"({norms[top - 1]:.1f}; median over the first 20 tokens {sorted(norms)[len(norms) // 2]:.1f}).",
-        ok, "the largest gradient norm is on one of the first 3 response tokens",
+        f"At the start of the SFT attack (mean over {len(seeds)} seed(s)), the per-token loss peaks at token "
+        f"{peak['loss']} ({start['loss'][peak['loss'] - 1]:.2f} nats) and the gradient norm at token "
+        f"{peak['grad_norm']} ({start['grad_norm'][peak['grad_norm'] - 1]:.1f}; median over the first 20 tokens "
+        f"{norms[len(norms) // 2]:.1f}). Later peaks sit on content words the world draws at random.",
+        ok, "averaged over seeds, both the per-token loss and the gradient norm peak within the first 3 tokens",
         figures=["figures/dynamics_grad_norm.png", "figures/dynamics_loss.png"],
     )
 
