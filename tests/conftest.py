@@ -83,3 +83,21 @@ def llama2_tokenizer():
 @pytest.fixture
 def tiny_model(tiny_tokenizer):
     return build_tiny_llama(len(tiny_tokenizer))
+
+
+def image_sources(page: str) -> list[str]:
+    """The ``src`` of every <img> in an HTML page."""
+    from html.parser import HTMLParser
+
+    class Images(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sources: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.sources.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed(page)
+    return parser.sources

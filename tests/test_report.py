@@ -7,22 +7,12 @@ import io
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 
 import pytest
+from conftest import image_sources
 
 from deepalign.report.document import Claim, write_report
 from deepalign.report.figures import plot_lines
-
-
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"])
 
 
 def _claims(tmp_path) -> list[Claim]:
@@ -51,10 +41,9 @@ def test_html_embeds_every_figure_as_a_valid_png(tmp_path):
 
     write_report(tmp_path, "Title", "Intro.", _claims(tmp_path))
     page = (tmp_path / "report.html").read_text()
-    parser = _Images()
-    parser.feed(page)
-    assert len(parser.sources) == 3
-    for src in parser.sources:
+    sources = image_sources(page)
+    assert len(sources) == 3
+    for src in sources:
         assert src.startswith("data:image/png;base64,")
         image = imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
         assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a real, non-blank picture

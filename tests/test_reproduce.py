@@ -11,10 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import image_sources
 
 CLAIMS = 9
 
@@ -45,16 +45,6 @@ def _numbers(run: Path) -> dict:
     return out
 
 
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.sources: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.sources.append(dict(attrs)["src"])
-
-
 @pytest.mark.slow
 def test_killed_reproduce_resumes_to_the_uninterrupted_result(tmp_path):
     env = _env(tmp_path)
@@ -64,9 +54,8 @@ def test_killed_reproduce_resumes_to_the_uninterrupted_result(tmp_path):
     report = (whole / "report.md").read_text()
     assert report.count("\n## ") == CLAIMS and "not measured" not in report.split("\n## ")[0]
     page = (whole / "report.html").read_text()
-    images = _Images()
-    images.feed(page)
-    assert len(images.sources) >= CLAIMS and all(s.startswith("data:image/png;base64,") for s in images.sources)
+    sources = image_sources(page)
+    assert len(sources) >= CLAIMS and all(s.startswith("data:image/png;base64,") for s in sources)
 
     rng = random.Random(0)
     for _ in range(3):  # SIGKILL at random points, then resume
