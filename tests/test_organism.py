@@ -101,5 +101,6 @@ def test_builtin_organism_shows_shallow_alignment(tmp_path, monkeypatch):
     pairs_ns = [type("P", (), p) for p in pairs]
     profile = kl_profile(aligned, base, build_items(tok, tok, pairs_ns, config), config, pad_id=tok.pad_token_id,
                          progress=False)
-    later = profile.mean[1:]
-    assert profile.mean[0] == max(profile.mean) and profile.mean[0] > 5 * sum(later) / len(later)
+    first_40 = profile.mean[:40]  # every answer is longer than 40 tokens: no thin tail
+    later = first_40[1:]
+    assert profile.mean[0] == max(first_40) and profile.mean[0] > 5 * sum(later) / len(later)

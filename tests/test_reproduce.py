@@ -35,14 +35,18 @@ def _rows(run: Path) -> dict[str, list[str]]:
             if p.name not in ("training_log.jsonl",)}  # training logs carry wall-clock speeds
 
 
+def _untimed(obj):
+    """``obj`` without its wall-clock timings (``seconds``, ``train_seconds``) at any depth."""
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if not k.endswith("seconds")}
+    return [_untimed(v) for v in obj] if isinstance(obj, list) else obj
+
+
 def _numbers(run: Path) -> dict:
-    """Every stage summary without its timing."""
-    out = {}
-    for p in sorted(run.glob("seed*/*/summary.json")):
-        s = json.loads(p.read_text())
-        s.pop("seconds", None)
-        out[str(p.relative_to(run))] = json.dumps(s, sort_keys=True)
-    return out
+    """Every stage summary without timings, with the run folder's path cut out."""
+    return {str(p.relative_to(run)): json.dumps(_untimed(json.loads(p.read_text().replace(str(run), "RUN"))),
+                                                sort_keys=True)
+            for p in sorted(run.glob("seed*/*/summary.json"))}
 
 
 @pytest.mark.slow
