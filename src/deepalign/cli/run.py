@@ -77,7 +77,7 @@ def register(sub) -> None:
     p = sub.add_parser("reproduce", help="reproduce the paper's depth findings on the model organism (resumable)")
     p.add_argument("--out", default="runs/reproduce", help="run folder (rerun the same command to resume)")
     p.add_argument("--suite", default="organism", choices=["organism", "smollm2"],
-                   help="organism (default, minutes) or smollm2 (SmolLM2-135M-Instruct, about an hour on 2 CPU cores)")
+                   help="organism (default, minutes) or smollm2 (SmolLM2-135M-Instruct, ~1.5 h on 2 CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: organism 0 1 2, smollm2 0)")
     p.add_argument("--repeats", type=int, default=None, help="samples per prompt and setting (default: suite's)")
     p.add_argument("--quick", action="store_true", help="smoke test with far smaller training (not for numbers)")
