@@ -330,7 +330,7 @@ def dynamics_claim(summaries: Summaries, run: Path) -> Claim:
         f"At the start of the SFT attack (mean over {len(seeds)} seed(s)), the per-token loss peaks at token "
         f"{peak['loss']} ({start['loss'][peak['loss'] - 1]:.2f} nats) and the gradient norm at token "
         f"{peak['grad_norm']} ({start['grad_norm'][peak['grad_norm'] - 1]:.1f}; median over the first 20 tokens "
-        f"{norms[len(norms) // 2]:.1f}). Later peaks sit on content words the world draws at random.",
+        f"{norms[len(norms) // 2]:.1f}).",
         ok, "averaged over seeds, both the per-token loss and the gradient norm peak within the first 3 tokens",
         figures=["figures/dynamics_grad_norm.png", "figures/dynamics_loss.png"],
     )
