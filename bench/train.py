@@ -75,6 +75,35 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
+def make_trainer(kind: str, timer, *, model, tokenizer, examples, out_dir: str, batch_size: int, steps: int,
+                 **config):
+    """A trainer for ``kind``: "sft" or "constrained" (DeepAlignTrainer) or "stock" (transformers.Trainer, its
+    own causal-LM loss); ``steps`` + 1 steps (the first is the warm-up), the step ``timer`` as a callback."""
+    cfg = DeepAlignConfig(
+        output_dir=out_dir,
+        objective="sft" if kind == "stock" else kind,
+        per_device_train_batch_size=batch_size,
+        max_steps=steps + 1,
+        learning_rate=1e-5,
+        disable_tqdm=True,
+        ref_cache_dir=out_dir,
+        dataloader_pin_memory=False,
+        logging_steps=10**6,
+        report_to="none",
+        **config,
+    )
+    if kind == "stock":  # transformers' own causal-LM loss, no example keys
+        collator = DeepAlignCollator(tokenizer.pad_token_id)
+        return Trainer(
+            model=model,
+            args=cfg,
+            train_dataset=examples,
+            callbacks=[timer],
+            data_collator=lambda items: {k: v for k, v in collator(items).items() if k != "example_keys"},
+        )
+    return DeepAlignTrainer(model, cfg, examples, tokenizer, callbacks=[timer])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -117,34 +146,12 @@ def main() -> None:
             model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
         )
     tmp = tempfile.mkdtemp(prefix="deepalign-bench-")
-    collator = DeepAlignCollator(pad)
-
-    def make_trainer(kind: str, timer: StepTimer):
-        cfg = DeepAlignConfig(
-            output_dir=tmp,
-            objective="sft" if kind == "stock" else kind,
-            per_device_train_batch_size=args.batch_size,
-            max_steps=args.steps + 1,
-            learning_rate=1e-5,
-            disable_tqdm=True,
-            ref_cache_dir=tmp,
-            dataloader_pin_memory=False,
-            logging_steps=10**6,
-            report_to="none",
-        )
-        if kind == "stock":  # transformers' own causal-LM loss, no example keys
-            return Trainer(
-                model=model,
-                args=cfg,
-                train_dataset=examples,
-                callbacks=[timer],
-                data_collator=lambda items: {k: v for k, v in collator(items).items() if k != "example_keys"},
-            )
-        return DeepAlignTrainer(model, cfg, examples, tok, callbacks=[timer])
+    build = partial(make_trainer, model=model, tokenizer=tok, examples=examples, out_dir=tmp,
+                    batch_size=args.batch_size, steps=args.steps)
 
     kinds = ("sft", "constrained", "stock")
     timers = {k: StepTimer() for k in kinds}
-    trainers = {k: make_trainer(k, timers[k]) for k in kinds}  # the constrained one caches its reference here
+    trainers = {k: build(k, timers[k]) for k in kinds}  # the constrained one caches its reference here
     for trainer in trainers.values():
         trainer.remove_callback(PrinterCallback)
     for _ in range(args.rounds):

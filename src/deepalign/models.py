@@ -100,8 +100,9 @@ def _ensure_smollm2() -> Path:
     return out
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A built-in name becomes its cached folder (built on first use); anything else is returned as is."""
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """A built-in name becomes its cached folder (built on first use); anything else is returned as a string."""
+    name_or_path = str(name_or_path)
     if name_or_path in ORGANISM_NAMES:
         return str(_ensure_organism(ORGANISM_NAMES[name_or_path]))
     if name_or_path == SMOLLM2_NAME:
@@ -138,7 +139,7 @@ def _adapter_base(adapter: str) -> str | None:
     return json.loads(cfg.read_text()).get("base_model_name_or_path")
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False):
     """The tokenizer of a model (built-in name, folder, GGUF file or hub id), pad token set."""
     from transformers import AutoTokenizer
 
@@ -158,7 +159,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
 
 
 def load_model(
-    name_or_path: str,
+    name_or_path: str | Path,
     *,
     dtype: str = "auto",
     device: str = "cpu",

@@ -49,10 +49,15 @@ def plot_lines(
     title: str,
     ylim: tuple[float, float] | None = (0.0, 1.0),
 ) -> None:
-    """Lines with optional error bars: ``series[label] = (xs, ys, half_widths or None)``."""
+    """Lines with optional error bars: ``series[label] = (xs, ys, half_widths or None)``; x values are integers
+    (k, steps, positions). Line styles alternate so that lines lying on top of each other stay visible."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for label, (xs, ys, err) in series.items():
-        ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, label=label)
+    styles = ("-", "--", ":", "-.")
+    for i, (label, (xs, ys, err)) in enumerate(series.items()):
+        ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, label=label, linestyle=styles[i % 4])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
