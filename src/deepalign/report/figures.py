@@ -33,7 +33,7 @@ def plot_kl_profiles(profiles: dict, path, *, title: str = "Per-token KL diverge
         ax.fill_between(xs, low, high, alpha=0.25)
     ax.axvspan(0.5, 5.5, color="grey", alpha=0.08, label="first 5 tokens")
     ax.set_xlabel("response token position t")
-    ax.set_ylabel("KL(aligned || base) [nats]")
+    ax.set_ylabel("KL(model || base) per token [nats]")
     ax.set_title(title)
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
