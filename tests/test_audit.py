@@ -62,3 +62,17 @@ def test_audit_without_pairs_or_base_is_a_clear_error(tmp_path, capsys, tiny_mod
     assert main(["audit", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "a"), "--no-progress"]) == 2
     assert "pass --data" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_gating_a_fine_tune_of_an_organism_uses_the_organisms_pairs(tmp_path, tiny_model, tiny_tokenizer):
+    """A fine-tuned organism saved elsewhere is no organism folder itself; its original tells the pairs."""
+    from deepalign.audit import harmful_pairs
+    from deepalign.models import organism_dir, resolve_model_path
+
+    tiny_model.save_pretrained(tmp_path / "tuned")
+    tiny_tokenizer.save_pretrained(tmp_path / "tuned")
+    resolve_model_path("organism-aligned")  # built on first use
+    pairs = harmful_pairs(str(tmp_path / "tuned"), tmp_path / "a", original="organism-aligned")
+    assert pairs == organism_dir() / "eval_pairs.jsonl"
+    with pytest.raises(DeepAlignError, match="pass --data"):
+        harmful_pairs(str(tmp_path / "tuned"), tmp_path / "a")

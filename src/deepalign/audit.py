@@ -170,16 +170,18 @@ def card_text(card: AuditCard) -> str:
 
 
 def harmful_pairs(model: str, out_dir: str | Path, *, data: str | None = None, prompts: str = "advbench",
-                  base: str | None = None, limit: int = 32, progress: bool = True) -> Path:
-    """The pairs file an audit prefills from: ``data`` when given; the organism's held-out pairs for an
-    organism model; else ``base``'s greedy answers to ``prompts`` (written once to ``out_dir/pairs.jsonl``)."""
+                  base: str | None = None, limit: int = 32, progress: bool = True, original: str | None = None) -> Path:
+    """The pairs file an audit prefills from: ``data`` when given; the organism's held-out pairs when ``model``
+    (or the ``original`` it is gated against, e.g. a fine-tune of ``organism-aligned``) is an organism model;
+    else ``base``'s greedy answers to ``prompts`` (written once to ``out_dir/pairs.jsonl``)."""
     from deepalign.models import resolve_model_path
 
     if data:
         return Path(data)
-    organism = Path(resolve_model_path(model)).resolve().parent
-    if (organism / "world.json").exists():
-        return organism / "eval_pairs.jsonl"
+    for candidate in (model, original):
+        organism = Path(resolve_model_path(candidate)).resolve().parent if candidate else None
+        if organism and (organism / "world.json").exists():
+            return organism / "eval_pairs.jsonl"
     if base is None:
         raise DeepAlignError("audit needs harmful answers to prefill: pass --data PAIRS.jsonl, or --base MODEL "
                              "(a helpful-only model whose answers to --prompts are used)")

@@ -42,7 +42,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                          decoding_prompts=args.decoding_prompts)
     progress = not args.no_progress
     pairs = harmful_pairs(args.model, args.out, data=args.data, prompts=args.prompts, base=args.base,
-                          limit=args.limit, progress=progress)
+                          limit=args.limit, progress=progress, original=args.against)
     if args.judge == "auto" and (pairs.parent / "world.json").exists():  # an organism model: its exact judge
         from deepalign.judges.exact import ExactJudge
 
