@@ -134,6 +134,9 @@ class AlignmentTerms:
 
     def loss(self, model, picks: list[int], batch: list[Encoded], logits: torch.Tensor, rng: random.Random,
              pad_id: int) -> torch.Tensor:
+        """The two terms for one step: the margin on the batch rows that are refusal examples (``picks`` index
+        the training examples; ``logits`` [B, L, V] of ``batch``), plus the continuation KL on ``batch_size``
+        forbidden answers drawn with ``rng``. A scalar, in nats."""
         total = logits.new_zeros(())
         rows = [r for r, i in enumerate(picks) if i in self.refusal_rows]
         if self.margin is not None and rows:
