@@ -52,7 +52,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -71,7 +70,7 @@ import torch.nn.functional as F  # noqa: E402
 from _common import print_table  # noqa: E402
 from generate import FORMS, SUBJECTS, make_prompts  # noqa: E402
 from kl import SENTENCES, make_pairs  # noqa: E402
-from train import StepTimer, make_examples, make_trainer  # noqa: E402
+from train import StepTimer, make_examples, make_trainer, median_step_times  # noqa: E402
 
 from deepalign.chat import encode_prompt, pad_batch  # noqa: E402
 from deepalign.data import BENIGN_PROMPTS  # noqa: E402
@@ -342,12 +341,7 @@ def bench_train(args, tok, config, device, dtype, rec: dict, res: Results) -> No
     for k in kinds:  # the constrained one fingerprints the weights and computes its reference here
         trainers[k], rec[f"{k}_trainer_setup_s"] = timed(partial(build, k, timers[k]), device, inference=False)
         trainers[k].remove_callback(PrinterCallback)
-    for _ in range(args.rounds):
-        for k in kinds:
-            n = len(timers[k].times)
-            trainers[k].train()
-            del timers[k].times[n]  # warm-up step of each run
-    step = {k: statistics.median(timers[k].times) for k in kinds}
+    step = median_step_times(trainers, timers, args.rounds)
     for k in kinds:
         rec[f"{k}_step_s"] = step[k]
         rec[f"{k}_steps_timed"] = len(timers[k].times)

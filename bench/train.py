@@ -104,6 +104,16 @@ def make_trainer(kind: str, timer, *, model, tokenizer, examples, out_dir: str, 
     return DeepAlignTrainer(model, cfg, examples, tokenizer, callbacks=[timer])
 
 
+def median_step_times(trainers: dict, timers: dict, rounds: int) -> dict:
+    """Median step seconds per trainer over ``rounds`` alternating runs, each run's first (warm-up) step dropped."""
+    for _ in range(rounds):
+        for k, trainer in trainers.items():
+            n = len(timers[k].times)
+            trainer.train()
+            del timers[k].times[n]
+    return {k: statistics.median(timers[k].times) for k in trainers}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -154,12 +164,7 @@ def main() -> None:
     trainers = {k: build(k, timers[k]) for k in kinds}  # the constrained one caches its reference here
     for trainer in trainers.values():
         trainer.remove_callback(PrinterCallback)
-    for _ in range(args.rounds):
-        for k in kinds:
-            n = len(timers[k].times)
-            trainers[k].train()
-            del timers[k].times[n]  # warm-up step of each run
-    step = {k: statistics.median(timers[k].times) for k in kinds}
+    step = median_step_times(trainers, timers, args.rounds)
 
     mode = "full" if args.full else "LoRA r=16"
     print(
