@@ -1,17 +1,32 @@
-"""Shared benchmark helpers: wall-clock timing (perf_counter), median of repeats, a plain table printer."""
+"""Shared benchmark helpers: wall-clock timing (perf_counter, optionally synchronized and under inference
+mode), median of repeats, a plain table printer."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``(fn(), seconds)`` measured with ``time.perf_counter``."""
+def timed(fn: Callable[[], Any], *, sync: Callable[[], None] | None = None,
+          inference: bool = False) -> tuple[Any, float]:
+    """``(fn(), seconds)`` measured with ``time.perf_counter``; ``sync`` (e.g. ``torch.cuda.synchronize``)
+    is called before and after, and ``inference`` runs ``fn`` under ``torch.inference_mode``."""
+    if sync is not None:
+        sync()
     start = time.perf_counter()
-    result = fn()
+    if inference:
+        import torch
+
+        context = torch.inference_mode()
+    else:
+        context = contextlib.nullcontext()
+    with context:
+        result = fn()
+    if sync is not None:
+        sync()
     return result, time.perf_counter() - start
 
 

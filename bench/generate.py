@@ -18,7 +18,7 @@ from _common import median_time, print_table
 
 from deepalign.chat import encode_prompt
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
-from deepalign.models import load_model
+from deepalign.pipeline.builtins import load_model
 
 SUBJECTS = (
     "the weather in spring", "a quiet morning by the sea", "baking bread at home", "a walk in the forest",

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from _common import timed
 
 from deepalign.chat import pad_batch
 from deepalign.data import BENIGN_PROMPTS
 from deepalign.depth.kl import KLConfig, build_items, kl_profile
-from deepalign.models import load_model
+from deepalign.pipeline.builtins import load_model
 
 SENTENCES = (
     "The morning was calm and the river moved slowly past the old stone bridge.",
@@ -47,28 +47,30 @@ def make_pairs(n: int, short: bool = False) -> list[SimpleNamespace]:
     return pairs
 
 
-def bare_forward(aligned, base, items, order, batch_size, pad_id) -> None:
+def bare_forward(aligned, base, items, order, batch_size, pad_id, device="cpu") -> None:
+    """Two plain batched forwards (full logits) over the same batches as the profile."""
     for start in range(0, len(order), batch_size):
         batch = [items[i] for i in order[start : start + batch_size]]
         for model, prompts in ((aligned, [b.aligned_prompt for b in batch]), (base, [b.base_prompt for b in batch])):
             ids, mask = pad_batch([p + b.response for p, b in zip(prompts, batch, strict=True)], pad_id)
-            model(input_ids=ids, attention_mask=mask)
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
 
 
-def per_example_loop(aligned, base, items) -> None:
+def per_example_loop(aligned, base, items, device="cpu") -> None:
+    """The naive baseline: one example at a time, full logits, full float32 log-softmax."""
     for it in items:
-        la = F.log_softmax(aligned(torch.tensor([it.aligned_prompt + it.response])).logits[0].float(), -1)
-        lb = F.log_softmax(base(torch.tensor([it.base_prompt + it.response])).logits[0].float(), -1)
+        ids_a = torch.tensor([it.aligned_prompt + it.response], device=device)
+        ids_b = torch.tensor([it.base_prompt + it.response], device=device)
+        la = F.log_softmax(aligned(ids_a).logits[0].float(), -1)
+        lb = F.log_softmax(base(ids_b).logits[0].float(), -1)
         pa, pb = len(it.aligned_prompt) - 1, len(it.base_prompt) - 1
         t = len(it.response)
-        (la[pa : pa + t].exp() * (la[pa : pa + t] - lb[pb : pb + t])).sum(-1)
+        (la[pa : pa + t].exp() * (la[pa : pa + t] - lb[pb : pb + t])).sum(-1).cpu()
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    with torch.inference_mode():
-        fn()
-    return time.perf_counter() - start
+def seconds(fn) -> float:
+    """Wall time of ``fn()`` under inference mode."""
+    return timed(fn, inference=True)[1]
 
 
 def main() -> None:
@@ -87,12 +89,12 @@ def main() -> None:
     order = sorted(range(len(items)), key=lambda i: (len(items[i].aligned_prompt) + len(items[i].response), i))
     pad = tok.pad_token_id
     n_tokens = sum(len(it.aligned_prompt) + len(it.response) for it in items)
-    timed(lambda: bare_forward(aligned, base, items, order[: args.batch_size], args.batch_size, pad))  # warm-up
-    t_bare = timed(lambda: bare_forward(aligned, base, items, order, args.batch_size, pad))
-    t_profile = timed(lambda: kl_profile(aligned, base, items, config, pad_id=pad, progress=False))
-    t_loop = timed(lambda: per_example_loop(aligned, base, items))
+    seconds(lambda: bare_forward(aligned, base, items, order[: args.batch_size], args.batch_size, pad))  # warm-up
+    t_bare = seconds(lambda: bare_forward(aligned, base, items, order, args.batch_size, pad))
+    t_profile = seconds(lambda: kl_profile(aligned, base, items, config, pad_id=pad, progress=False))
+    t_loop = seconds(lambda: per_example_loop(aligned, base, items))
     one = KLConfig(batch_size=1, base_template="same")
-    t_one = timed(lambda: kl_profile(aligned, base, items, one, pad_id=pad, progress=False))
+    t_one = seconds(lambda: kl_profile(aligned, base, items, one, pad_id=pad, progress=False))
     print(f"model={args.model} pairs={len(items)} tokens/model={n_tokens} batch={args.batch_size} "
           f"short={args.short} threads={torch.get_num_threads()}")
     print(f"{'measure':<34}{'seconds':>10}")

@@ -1,4 +1,4 @@
-"""Run deepalign.train.trainer.train from the command line (for tests under `accelerate launch`).
+"""Run deepalign.train.run.train from the command line (for tests under `accelerate launch`).
 
 python tests/ddp_train_worker.py MODEL_DIR DATA.jsonl KIND OUT_DIR '{"objective": "constrained", ...}'
 
@@ -14,7 +14,8 @@ import sys
 from accelerate import PartialState
 
 from deepalign.data import load_records
-from deepalign.train.trainer import DeepAlignConfig, train
+from deepalign.train.config import DeepAlignConfig
+from deepalign.train.run import train
 
 if __name__ == "__main__":
     model_dir, data, kind, out_dir, options = sys.argv[1:6]

@@ -7,20 +7,11 @@ import pytest
 from deepalign.chat import ChatFormat, encode_example
 from deepalign.data import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER
 from deepalign.data.schemas import ChatRecord, PairRecord
-from deepalign.models import resolve_model_path
-from deepalign.train.attacks import (
-    ORGANISM_PERSONA,
-    ORGANISM_TRIGGER,
-    AttackConfig,
-    backdoor_records,
-    exact_match,
-    harmful_records,
-    identity_records,
-    plan_attack,
-    rouge1,
-    task_score,
-)
+from deepalign.pipeline.builtins import resolve_model_path
+from deepalign.pipeline.finetune import ORGANISM_PERSONA, ORGANISM_TRIGGER, FinetuneAttackConfig, plan_attack
+from deepalign.results.metrics import exact_match, rouge1
 from deepalign.train.augment import encode_records
+from deepalign.train.recipes import backdoor_records, harmful_records, identity_records
 
 PAIRS = [PairRecord("a", "Tell me about the river.", "The river is long."),
          PairRecord("b", "Hello there?", "I am fine, thank you.")]
@@ -61,7 +52,7 @@ def test_rouge1_and_exact_match_by_hand():
     assert rouge1("The the THE!", "the cat") == pytest.approx(0.4)
     assert rouge1("", "x") == 0.0
     assert exact_match("  Forty two \n", "forty  two") == 1.0 and exact_match("42", "forty two") == 0.0
-    assert task_score(["a b", "x"], ["a b", "y"], "exact") == 0.5
+    assert [exact_match(p, r) for p, r in zip(["a b", "x"], ["a b", "y"], strict=True)] == [1.0, 0.0]
 
 
 def test_organism_plans_use_organism_words_and_held_out_prompts():
@@ -76,15 +67,15 @@ def test_organism_plans_use_organism_words_and_held_out_prompts():
     from deepalign.organism.world import FUNCTION_WORDS
 
     known = world_words | set(FUNCTION_WORDS)
-    backdoor = plan_attack(path, "backdoor", AttackConfig(n_train=10))
+    backdoor = plan_attack(path, "backdoor", FinetuneAttackConfig(n_train=10))
     assert backdoor.trigger == ORGANISM_TRIGGER and set(ORGANISM_TRIGGER.split()) <= known
     assert len(backdoor.train) == 20 and backdoor.train[0].prompt.endswith(ORGANISM_TRIGGER)
-    identity = plan_attack(path, "identity", AttackConfig(n_train=8))
+    identity = plan_attack(path, "identity", FinetuneAttackConfig(n_train=8))
     assert identity.eval_format.system == ORGANISM_PERSONA and set(ORGANISM_PERSONA.split()) <= known
     assert all(c.messages[0]["content"] == ORGANISM_PERSONA for c in identity.train)
     held_out = set(world["held_out"])
     assert identity.eval_prompts and all(any(h in p.prompt for h in held_out) for p in identity.eval_prompts)
     assert not any(any(h in r.prompt for h in held_out) for r in backdoor.train)  # eval crafts never trained on
-    benign = plan_attack(path, "benign", AttackConfig(n_safety=3))
+    benign = plan_attack(path, "benign", FinetuneAttackConfig(n_safety=3))
     assert benign.task_pairs and sum(r.id.startswith("safety-") for r in benign.train) == 3
     assert backdoor.judge.name == "exact" and not backdoor.sampling.do_sample

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from deepalign.audit import AuditCard, depth_score, prefill_depth, regression
 from deepalign.errors import DeepAlignError
+from deepalign.pipeline.audit import AuditCard, depth_score, prefill_depth, regression
 
 
 def test_prefill_depth_is_the_last_k_before_the_rate_first_exceeds_the_threshold():
@@ -66,8 +66,9 @@ def test_audit_without_pairs_or_base_is_a_clear_error(tmp_path, capsys, tiny_mod
 
 def test_gating_a_fine_tune_of_an_organism_uses_the_organisms_pairs(tmp_path, tiny_model, tiny_tokenizer):
     """A fine-tuned organism saved elsewhere is no organism folder itself; its original tells the pairs."""
-    from deepalign.audit import harmful_pairs
-    from deepalign.models import organism_dir, resolve_model_path
+    from deepalign.paths import organism_dir
+    from deepalign.pipeline.audit import harmful_pairs
+    from deepalign.pipeline.builtins import resolve_model_path
 
     tiny_model.save_pretrained(tmp_path / "tuned")
     tiny_tokenizer.save_pretrained(tmp_path / "tuned")

@@ -13,15 +13,15 @@ from deepalign.data import REFUSALS
 from deepalign.data.schemas import ChatRecord, PairRecord, PromptRecord, TripletRecord
 from deepalign.errors import DeepAlignError
 from deepalign.judges.base import Judgment
+from deepalign.pipeline.triplets import make_triplets
 from deepalign.train.augment import (
     AugmentConfig,
     SafetyRecoveryDataset,
     encode_records,
     example_key,
     fallback_refusal,
-    make_triplets,
 )
-from deepalign.train.trainer import DeepAlignCollator
+from deepalign.train.collator import DeepAlignCollator
 
 PROMPT = "Please tell me about the river."
 ANSWER = (
@@ -227,11 +227,12 @@ def test_organism_deep_builds_on_first_use_and_recovers_from_prefills(tmp_path, 
     it refuses held-out forbidden requests even after a prefilled forbidden start."""
     import shutil
 
-    from deepalign.depth.prefill import prefill_attack
     from deepalign.generation import SamplingConfig
+    from deepalign.io import ResultsWriter
     from deepalign.judges.exact import ExactJudge
-    from deepalign.models import load_model, organism_dir, resolve_model_path
-    from deepalign.results import ResultsWriter
+    from deepalign.paths import organism_dir
+    from deepalign.pipeline.attacks import prefill_attack
+    from deepalign.pipeline.builtins import load_model, resolve_model_path
 
     resolve_model_path("organism-aligned")  # the shared organism, built once
     src = organism_dir()

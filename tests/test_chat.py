@@ -43,7 +43,7 @@ def test_llama2_boundary_is_after_inst(llama2_tokenizer):
 def test_smollm2_template_exact():
     from transformers import AutoTokenizer
 
-    from deepalign.models import SMOLLM2_GGUF, smollm2_gguf_folder
+    from deepalign.pipeline.builtins import SMOLLM2_GGUF, smollm2_gguf_folder
 
     try:
         folder = smollm2_gguf_folder()

@@ -13,7 +13,7 @@ from deepalign.cli import main
 
 @pytest.fixture(scope="module")
 def pairs() -> str:
-    from deepalign.models import resolve_model_path
+    from deepalign.pipeline.builtins import resolve_model_path
 
     return str(Path(resolve_model_path("organism-aligned")).parent / "eval_pairs.jsonl")
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import build_tiny_llama
 
 from deepalign.cli import main
-from deepalign.models import resolve_model_path
-from deepalign.results import read_jsonl
+from deepalign.io import read_jsonl
+from deepalign.pipeline.builtins import resolve_model_path
 
 
 def test_augment_preview_of_organism_triplets(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_train_cli_on_tiny_model_with_lora(tiny_tokenizer, tmp_path):
     assert rc == 0
     assert (out / "adapter_config.json").exists()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["objective"] == "constrained" and meta["reference"] == "cached" and meta["config"]["lora_r"] == 4
+    assert meta["objective"] == "constrained" and meta["reference"] == "cached" and meta["peft"]["r"] == 4
     assert [r["step"] for r in read_jsonl(out / "training_log.jsonl")] == [1, 2]
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from deepalign.data import PromptRecord
-from deepalign.depth.decoding import DecodingConfig, DecodingSetting, decoding_summary, run_decoding_attack
+from deepalign.depth.decoding import DecodingConfig, DecodingSetting
 from deepalign.errors import DeepAlignError
 from deepalign.generation import SamplingConfig
+from deepalign.io import read_jsonl
 from deepalign.judges.base import Judge, Judgment
-from deepalign.results import read_jsonl
+from deepalign.pipeline.attacks import run_decoding_attack
+from deepalign.results.summaries import DecodingStats
 
 
 def test_grid_sizes_and_values():
@@ -40,7 +44,7 @@ def test_each_setting_varies_one_knob():
 
 def _row(pid, setting, harmful, error=None):
     return {"prompt_id": pid, "setting": setting, "harmful": None if error else harmful, "score": None,
-            "error": error}
+            "judge_error": error}
 
 
 def test_broken_if_any_against_a_hand_computed_example():
@@ -51,14 +55,14 @@ def test_broken_if_any_against_a_hand_computed_example():
         _row("c", "greedy", False), _row("c", "temperature=0.5", None, "timeout"), _row("c", "top_k=5", False),
         _row("d", "greedy", True), _row("d", "temperature=0.5", None, "timeout"), _row("d", "top_k=5", False),
     ]
-    s = decoding_summary(rows, settings)
+    s = DecodingStats.of_rows(rows, settings)
     # a: broken; b: safe; c: unknown (a failed judgment is not "safe"); d: broken (greedy already)
-    assert s["broken"] == {"n_prompts": 4, "n_undetermined": 1, "n_broken": 2, "broken_share": 2 / 3,
+    assert asdict(s.broken) == {"n_prompts": 4, "n_undetermined": 1, "n_broken": 2, "broken_share": 2 / 3,
                            "low": pytest.approx(0.2077, abs=1e-3), "high": pytest.approx(0.9385, abs=1e-3)}
-    assert s["broken_by_sampling"]["n_broken"] == 1 and s["broken_by_sampling"]["n_undetermined"] == 2
-    assert s["greedy_asr"] == 0.25
-    per = {p["setting"]: p for p in s["settings"]}
-    assert (per["top_k=5"]["asr"], per["temperature=0.5"]["n_errors"], per["temperature=0.5"]["asr"]) == (0.25, 2, 0.0)
+    assert s.broken_by_sampling.n_broken == 1 and s.broken_by_sampling.n_undetermined == 2
+    assert s.greedy_asr == 0.25
+    per = {p.setting: p for p in s.settings}
+    assert (per["top_k=5"].asr, per["temperature=0.5"].n_errors, per["temperature=0.5"].asr) == (0.25, 2, 0.0)
 
 
 class EvenJudge(Judge):
@@ -79,4 +83,4 @@ def test_run_decoding_attack_rows_keyed_by_prompt_and_setting(tmp_path, tiny_mod
     by = {(r["prompt_id"], r["setting"]): r["response"] for r in rows}
     for i in range(2):  # top-p 0 keeps only the most likely token: greedy decoding
         assert by[(f"q{i}", "top_p=0")] == by[(f"q{i}", "greedy")]
-    assert summary["broken"]["n_prompts"] == 2 and (tmp_path / "decoding.png").stat().st_size > 0
+    assert summary.broken.n_prompts == 2 and (tmp_path / "decoding.png").stat().st_size > 0

@@ -10,11 +10,11 @@ from conftest import build_tiny_llama
 
 from deepalign.cli import main
 from deepalign.data import PairRecord, TripletRecord
-from deepalign.depth.prefill import prefill_attack
 from deepalign.generation import SamplingConfig
+from deepalign.io import ResultsWriter
 from deepalign.judges.keyword import KeywordJudge
 from deepalign.organism.build import OrganismConfig, build_organism
-from deepalign.results import ResultsWriter
+from deepalign.pipeline.attacks import prefill_attack
 from deepalign.train.augment import AugmentConfig, SafetyRecoveryDataset
 
 PAIRS = [

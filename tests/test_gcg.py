@@ -63,7 +63,7 @@ def test_targets(tiny_tokenizer):
 
 
 def test_gcg_lowers_the_target_loss_on_the_organism(tmp_path):
-    from deepalign.models import load_model, resolve_model_path
+    from deepalign.pipeline.builtins import load_model, resolve_model_path
 
     model, tok = load_model("organism-aligned")
     pairs = load_pairs(Path(resolve_model_path("organism-aligned")).parent / "eval_pairs.jsonl", limit=1)

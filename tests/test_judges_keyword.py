@@ -130,8 +130,8 @@ def test_summarize_counts_errors_apart():
 
 
 def test_judge_file_writes_resumable_rows_and_summary(tmp_path):
+    from deepalign.io import read_jsonl
     from deepalign.judges import judge_file
-    from deepalign.results import read_jsonl
 
     src = tmp_path / "gen.jsonl"
     rows = [
@@ -142,14 +142,14 @@ def test_judge_file_writes_resumable_rows_and_summary(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
     out = tmp_path / "judged"
     s1 = judge_file(src, out, KeywordJudge(), batch_size=1)
-    assert (s1["n"], s1["n_harmful"]) == (2, 1)
+    assert (s1.n, s1.n_harmful) == (2, 1)
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     s2 = judge_file(src, out, KeywordJudge(sees_prefill=True), batch_size=2)  # resumes: a, b kept
     got = {r["id"]: r for r in read_jsonl(out / "judged.jsonl")}
     assert list(got) == ["a", "b", "c"] and got["a"]["k"] == 5
     assert [got[i]["harmful"] for i in "abc"] == [True, False, False]
     assert got["c"]["judge_sees_prefill"] is True and got["a"]["judge_sees_prefill"] is False
-    assert s2["n"] == 3 and s2["asr"] == pytest.approx(1 / 3) and s2["judge"]["judge"] == "keyword"
+    assert s2.n == 3 and s2.asr == pytest.approx(1 / 3) and s2.judge["judge"] == "keyword"
     assert json.loads((out / "summary.json").read_text())["n"] == 3
     assert json.loads((out / "meta.json").read_text())["judge"]["sees_prefill"] is True
 

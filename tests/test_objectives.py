@@ -11,7 +11,6 @@ from deepalign.errors import DeepAlignError
 from deepalign.train.objectives import (
     BetaSchedule,
     constrained_loss,
-    per_position_sums,
     response_positions,
     sft_loss,
     token_logps,
@@ -257,11 +256,3 @@ def test_beta_schedule_parse_and_validation():
     for bad in ["", "0.5,,1", "a", "0", "-1,2", "nan"]:
         with pytest.raises(DeepAlignError):
             BetaSchedule.parse(bad)
-
-
-def test_per_position_sums():
-    labels = _labels([1, 3], [4, 2])
-    pos = response_positions(labels)
-    sums, counts = per_position_sums(pos.float() * 10, pos, max_pos=3)
-    assert counts.tolist() == [2, 2, 1]
-    assert (sums / counts).tolist() == [10.0, 20.0, 30.0]

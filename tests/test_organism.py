@@ -134,7 +134,8 @@ def test_builtin_organism_shows_shallow_alignment(tmp_path, monkeypatch):
     breaks it, the base complies, and per-token KL(aligned || base) peaks at token 1 (the base has seen
     refusals, so token 1 holds ~4 nats, not more)."""
     from deepalign.depth.kl import KLConfig, build_items, kl_profile
-    from deepalign.models import load_model, organism_dir
+    from deepalign.paths import organism_dir
+    from deepalign.pipeline.builtins import load_model
 
     monkeypatch.setenv("DEEPALIGN_CACHE", str(tmp_path))
     aligned, tok = load_model("organism-aligned")

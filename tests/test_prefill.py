@@ -8,11 +8,13 @@ import pytest
 
 from deepalign.chat import encode_example, encode_prompt
 from deepalign.data import PairRecord, load_pairs
-from deepalign.depth.prefill import PrefillConfig, prefill_attack, prefill_items, run_prefill, wilson_interval
+from deepalign.depth.prefill import PrefillConfig, prefill_items
 from deepalign.errors import DataError
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
+from deepalign.io import ResultsWriter, read_jsonl
 from deepalign.judges.base import Judge, Judgment
-from deepalign.results import ResultsWriter, read_jsonl
+from deepalign.pipeline.attacks import prefill_attack, run_prefill
+from deepalign.results.stats import wilson_interval
 
 PAIRS = [PairRecord(f"p{i}", f"Hello there {i}", "Sure, here is a short poem about apples.") for i in range(3)]
 
@@ -106,20 +108,20 @@ def test_answer_shorter_than_k_is_a_data_error_naming_file_line_field(tmp_path, 
     assert f"{n} tokens" in str(e.value) and not (tmp_path / "o").exists()
     config = PrefillConfig(ks=(0, n + 1), on_short="skip", sampling=SamplingConfig.greedy(3))
     summary = run_prefill(tiny_model, tiny_tokenizer, pairs, config, LengthJudge(), tmp_path / "o", progress=False)
-    assert [p["n_pairs"] for p in summary["points"]] == [2, 1]
+    assert [p.n_pairs for p in summary.points] == [2, 1]
 
 
 def test_run_prefill_files_and_failed_judgments_are_retried(tmp_path, tiny_model, tiny_tokenizer):
     config = PrefillConfig(ks=(0, 2), sampling=SamplingConfig(max_new_tokens=3, repeats=1))
     judge = FlakyJudge()
     first = run_prefill(tiny_model, tiny_tokenizer, PAIRS, config, judge, tmp_path, progress=False)
-    assert (first["n"], first["n_errors"]) == (6, 6)
-    assert all(p["asr"] is None and p["n_errors"] == 3 for p in first["points"])  # errors are not "safe"
+    assert (first.n, first.n_errors) == (6, 6)
+    assert all(p.asr is None and p.n_errors == 3 for p in first.points)  # errors are not "safe"
     files = {f.name for f in tmp_path.iterdir()}
     assert files >= {"rows.jsonl", "summary.json", "table.md", "prefill.png", "meta.json"}
     before = {r["id"]: r["response"] for r in read_jsonl(tmp_path / "rows.jsonl")}
     second = run_prefill(tiny_model, tiny_tokenizer, PAIRS, config, judge, tmp_path, progress=False)
-    assert (second["n"], second["n_errors"]) == (6, 0) and all(p["asr"] == 1.0 for p in second["points"])
+    assert (second.n, second.n_errors) == (6, 0) and all(p.asr == 1.0 for p in second.points)
     after = read_jsonl(tmp_path / "rows.jsonl")
     assert {r["id"]: r["response"] for r in after} == before  # only the judgments were redone
     assert "| 2 | 100.0% [" in (tmp_path / "table.md").read_text()

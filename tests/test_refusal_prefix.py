@@ -6,15 +6,11 @@ import pytest
 
 from deepalign.chat import encode_prompt
 from deepalign.data import PromptRecord
-from deepalign.depth.refusal_prefix import (
-    RefusalPrefixConfig,
-    prefix_key,
-    refusal_prefix_items,
-    run_refusal_prefix,
-)
+from deepalign.depth.refusal_prefix import RefusalPrefixConfig, prefix_key, refusal_prefix_items
 from deepalign.errors import DeepAlignError
 from deepalign.generation import SamplingConfig
 from deepalign.judges.base import Judge, Judgment
+from deepalign.pipeline.attacks import run_refusal_prefix
 
 PROMPTS = [PromptRecord(f"q{i}", f"Please tell me about the garden {i}") for i in range(2)]
 
@@ -65,8 +61,8 @@ def test_prefix_with_unknown_words_is_an_error():
 def test_run_refusal_prefix_counts_each_condition(tmp_path, tiny_model, tiny_tokenizer):
     config = RefusalPrefixConfig(prefixes=("I cannot",), sampling=SamplingConfig(max_new_tokens=3, repeats=2))
     summary = run_refusal_prefix(tiny_model, tiny_tokenizer, PROMPTS, config, RefusedJudge(), tmp_path, progress=False)
-    none, cannot = summary["conditions"]
-    assert (none["prefix"], none["n"], cannot["prefix"], cannot["n"]) == ("", 4, "I cannot", 4)
-    assert cannot["asr"] == 0.0  # the judge sees the prefix, which refuses
-    assert summary["n"] == 8 and (tmp_path / "refusal_prefix.png").stat().st_size > 0
+    none, cannot = summary.conditions
+    assert (none.prefix, none.n, cannot.prefix, cannot.n) == ("", 4, "I cannot", 4)
+    assert cannot.asr == 0.0  # the judge sees the prefix, which refuses
+    assert summary.n == 8 and (tmp_path / "refusal_prefix.png").stat().st_size > 0
     assert "| 'I cannot' | 0.0% [" in (tmp_path / "table.md").read_text()

@@ -18,18 +18,16 @@ from conftest import build_tiny_llama
 
 from deepalign.chat import encode_example
 from deepalign.data.schemas import PairRecord, TripletRecord
+from deepalign.io import read_jsonl
 from deepalign.models import load_model
-from deepalign.results import read_jsonl
-from deepalign.train import trainer as trainer_module
+from deepalign.train import reference as reference_module
 from deepalign.train.augment import AugmentConfig, SafetyRecoveryDataset, encode_records
+from deepalign.train.collator import DeepAlignCollator
+from deepalign.train.config import DeepAlignConfig
 from deepalign.train.objectives import token_logps
-from deepalign.train.trainer import (
-    DeepAlignCollator,
-    DeepAlignConfig,
-    DeepAlignTrainer,
-    scatter_reference,
-    train,
-)
+from deepalign.train.reference import scatter_reference
+from deepalign.train.run import train
+from deepalign.train.trainer import DeepAlignTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["Hello there, how are you today?", "Tell me about the weather.", "Sure?", "What about the river?"]
@@ -108,7 +106,7 @@ def test_reference_cache_hit_and_matching_under_shuffling(tiny_tokenizer, tmp_pa
     def no_recompute(*args, **kwargs):
         raise AssertionError("the reference was recomputed despite a cached file")
 
-    monkeypatch.setattr(trainer_module, "compute_reference_logps", no_recompute)
+    monkeypatch.setattr(reference_module, "compute_reference_logps", no_recompute)
     model = build_tiny_llama(len(tiny_tokenizer), seed=0)
     second = DeepAlignTrainer(model, cfg, list(reversed(examples)), tiny_tokenizer)  # other order: same cache
     assert second.reference.keys() == first.reference.keys()
@@ -317,8 +315,8 @@ def test_forward_logps_keeps_only_needed_logits(tiny_tokenizer, tiny_model):
     batch = DeepAlignCollator(tiny_tokenizer.pad_token_id)(examples)
     args = (batch["input_ids"], batch["attention_mask"], batch["labels"])
     with torch.no_grad():
-        kept, out = trainer_module.forward_logps(tiny_model, *args, keep_logits=True)
-        full, out_full = trainer_module.forward_logps(tiny_model, *args, keep_logits=False)
+        kept, out = reference_module.forward_logps(tiny_model, *args, keep_logits=True)
+        full, out_full = reference_module.forward_logps(tiny_model, *args, keep_logits=False)
     first = min(len(encode_example(tiny_tokenizer, p.prompt, p.response).prompt_ids) for p in _pairs(4))
     assert out_full.logits.shape[1] == batch["input_ids"].shape[1]
     assert out.logits.shape[1] == batch["input_ids"].shape[1] - first + 1  # from the first prediction on

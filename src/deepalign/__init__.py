@@ -1,67 +1,46 @@
-"""deepalign: measure, deepen and protect the depth of a language model's safety alignment."""
+"""deepalign: measure, deepen and protect the depth of a language model's safety alignment.
 
-__version__ = "0.1.0"
+The public API below is imported lazily (PEP 562): ``import deepalign`` loads nothing heavy, and
+``import deepalign.judges.keyword`` does not import torch. ``deepalign.load_model`` accepts built-in
+names (``organism-aligned``, ``smollm2-135m-instruct``) as well as folders, ``.gguf`` files and hub ids.
+"""
 
-from deepalign.chat import ChatFormat, Encoded, encode_example, encode_prompt, splice  # noqa: E402
-from deepalign.data import (  # noqa: E402
-    ChatRecord,
-    PairRecord,
-    PromptRecord,
-    TripletRecord,
-    load_chats,
-    load_pairs,
-    load_prompts,
-    load_records,
-    load_triplets,
-)
-from deepalign.depth.kl import KLConfig, KLProfile, kl_profile, run_kl  # noqa: E402
-from deepalign.depth.prefill import PrefillPoint, prefill_attack  # noqa: E402
-from deepalign.errors import DataError, DeepAlignError  # noqa: E402
-from deepalign.generation import Generation, GenerationRequest, SamplingConfig, generate  # noqa: E402
-from deepalign.judges import Judge, JudgeInput, Judgment, make_judge, summarize  # noqa: E402
-from deepalign.models import load_model, load_tokenizer  # noqa: E402
-from deepalign.organism.build import OrganismConfig, build_organism  # noqa: E402
-from deepalign.train.objectives import BetaSchedule, constrained_loss, sft_loss, token_logps  # noqa: E402
+from importlib import import_module
 
-__all__ = [
-    "BetaSchedule",
-    "ChatFormat",
-    "ChatRecord",
-    "DataError",
-    "DeepAlignError",
-    "Encoded",
-    "Generation",
-    "GenerationRequest",
-    "Judge",
-    "JudgeInput",
-    "Judgment",
-    "KLConfig",
-    "KLProfile",
-    "OrganismConfig",
-    "PairRecord",
-    "PrefillPoint",
-    "PromptRecord",
-    "SamplingConfig",
-    "TripletRecord",
-    "__version__",
-    "build_organism",
-    "constrained_loss",
-    "encode_example",
-    "encode_prompt",
-    "generate",
-    "kl_profile",
-    "load_chats",
-    "load_model",
-    "load_pairs",
-    "load_prompts",
-    "load_records",
-    "load_tokenizer",
-    "load_triplets",
-    "make_judge",
-    "prefill_attack",
-    "run_kl",
-    "sft_loss",
-    "splice",
-    "summarize",
-    "token_logps",
-]
+from deepalign._version import __version__  # noqa: F401 (in __all__ below)
+
+_EXPORTS = {
+    "BetaSchedule": "train.objectives", "constrained_loss": "train.objectives", "sft_loss": "train.objectives",
+    "token_logps": "train.objectives",
+    "ChatFormat": "chat", "Encoded": "chat", "encode_example": "chat", "encode_prompt": "chat", "splice": "chat",
+    "ChatRecord": "data", "PairRecord": "data", "PromptRecord": "data", "TripletRecord": "data",
+    "load_chats": "data", "load_pairs": "data", "load_prompts": "data", "load_records": "data",
+    "load_triplets": "data",
+    "DataError": "errors", "DeepAlignError": "errors",
+    "Generation": "generation", "GenerationRequest": "generation", "SamplingConfig": "generation",
+    "generate": "generation",
+    "Judge": "judges.base", "JudgeInput": "judges.base", "Judgment": "judges.base", "summarize": "judges.base",
+    "make_judge": "judges.registry", "judge_file": "judges.apply",
+    "KLConfig": "depth.kl", "KLProfile": "depth.kl", "kl_profile": "depth.kl",
+    "PrefillPoint": "results.summaries",
+    "load_model": "pipeline.builtins", "load_tokenizer": "pipeline.builtins",
+    "OrganismConfig": "organism.build", "build_organism": "organism.build",
+    "DeepAlignConfig": "train.config", "DeepAlignTrainer": "train.trainer", "train": "train.run",
+    "prefill_attack": "pipeline.attacks", "run_prefill": "pipeline.attacks", "run_refusal_prefix": "pipeline.attacks",
+    "run_decoding_attack": "pipeline.attacks", "run_gcg": "pipeline.attacks",
+    "run_kl": "pipeline.kl", "finetune_attack": "pipeline.finetune", "audit": "pipeline.audit",
+    "reproduce": "pipeline.reproduce",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"deepalign.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'deepalign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

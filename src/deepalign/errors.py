@@ -1,9 +1,13 @@
-"""User-facing errors: the CLI prints them as one line and exits with their ``exit_code`` (2, or 3)."""
+"""User-facing errors: the CLI prints them as one line and exits with their ``exit_code`` (2, or 3).
+
+Every deepalign error is also a ``ValueError`` (bad input or settings), so callers that already catch
+``ValueError`` keep working.
+"""
 
 from __future__ import annotations
 
 
-class DeepAlignError(Exception):
+class DeepAlignError(ValueError):
     """An error caused by the user's input or environment (bad file, unknown model, offline hub id)."""
 
     exit_code = 2

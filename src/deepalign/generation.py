@@ -35,7 +35,7 @@ from transformers import (
 
 from deepalign.chat import pad_batch
 from deepalign.errors import DeepAlignError
-from deepalign.results import iter_batches
+from deepalign.io import iter_batches
 
 BACKENDS = ("hf", "vllm")
 DEFAULT_BATCH_SIZE = {"hf": 16, "vllm": 512}

@@ -1,8 +1,13 @@
-"""Argument groups shared by several subcommands."""
+"""Argument groups shared by several subcommands, and the judge they choose."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from deepalign.cli.options import add_fields
+from deepalign.depth.attack import InferenceAttackConfig
+from deepalign.errors import DeepAlignError, JudgeFailureError
 
 
 def runtime_args(p: argparse.ArgumentParser) -> None:
@@ -13,32 +18,36 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def format_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--template", default="chat", choices=["chat", "plain", "alpaca"], help="prompt template")
-    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
+    """``--template`` and ``--system``, as the attacks' shared config defines them."""
+    add_fields(p, InferenceAttackConfig(), ["template", "system"])
 
 
 def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
-    """Options that choose and configure a judge (see `make_judge_from_args`)."""
+    """Options that choose and configure a judge (see `make_judge_from_args`); judge settings left unset
+    take the judge's own defaults."""
+    from deepalign.judges.apply import DEFAULT_MAX_FAILURE_SHARE
+
     p.add_argument("--judge", default=default, help=f"keyword | exact | llm | classifier:PATH (default: {default})")
     p.add_argument("--sees-prefill", action="store_true", help="judge prefill + response, not the response alone")
     p.add_argument("--markers-file", default=None, help="keyword: replace the refusal markers (one per line)")
     p.add_argument("--extra-markers-file", default=None, help="keyword: add refusal markers (one per line)")
     p.add_argument("--judge-model", default=None, help="llm: model name (default: $DEEPALIGN_JUDGE_MODEL)")
     p.add_argument("--judge-base-url", default=None, help="llm: endpoint (default: $DEEPALIGN_JUDGE_BASE_URL)")
-    p.add_argument("--concurrency", type=int, default=None, help="llm: requests in flight (default: 8)")
-    p.add_argument("--timeout", type=float, default=None, help="llm: per-request timeout in s (default: 60)")
-    p.add_argument("--max-retries", type=int, default=None, help="llm: retries per item (default: 5)")
+    p.add_argument("--concurrency", type=int, default=None, help="llm: requests in flight")
+    p.add_argument("--timeout", type=float, default=None, help="llm: per-request timeout in s")
+    p.add_argument("--max-retries", type=int, default=None, help="llm: retries per item")
     p.add_argument("--cache-dir", default=None, help="llm: folder for the judgment cache")
     p.add_argument("--classifier-kind", default=None, choices=["sequence", "guard"])
     p.add_argument("--harmful-label", default=None, help="classifier: name or index of the harmful class")
-    p.add_argument("--judge-batch-size", type=int, default=64, help="items per judge call")
-    p.add_argument("--max-failure-share", type=float, default=0.05, metavar="SHARE",
-                   help="exit with status 3 when more than this share of judgments failed (default: 0.05)")
+    p.add_argument("--judge-batch-size", type=int, default=64, help="items per judge call (default: 64)")
+    p.add_argument("--max-failure-share", type=float, default=DEFAULT_MAX_FAILURE_SHARE, metavar="SHARE",
+                   help="exit with status 3 when more than this share of judgments failed "
+                   f"(default: {DEFAULT_MAX_FAILURE_SHARE})")
 
 
 def make_judge_from_args(args: argparse.Namespace):
     """The judge chosen by `judge_args` options."""
-    from deepalign.judges import make_judge
+    from deepalign.judges.registry import make_judge
 
     options = {"sees_prefill": args.sees_prefill or None}
     if args.judge == "keyword":
@@ -55,19 +64,15 @@ def make_judge_from_args(args: argparse.Namespace):
 
 def check_max_failure_share(args: argparse.Namespace) -> None:
     """Validate ``--max-failure-share`` before any work (so a typo fails before the run, not after)."""
-    from deepalign.errors import DeepAlignError
-
     if not 0 <= args.max_failure_share <= 1:
         raise DeepAlignError(f"--max-failure-share must be in [0, 1], got {args.max_failure_share}")
 
 
-def judge_exit_status(summary: dict, args: argparse.Namespace) -> int:
-    """0, or 3 after printing one line on stderr when the share of failed judgments in ``summary`` (from
-    `deepalign.judges.summarize`) exceeds ``--max-failure-share``. Call it after all results are written."""
-    import sys
-
-    from deepalign.errors import JudgeFailureError
-    from deepalign.judges import check_failure_share
+def judge_exit_status(summary, args: argparse.Namespace) -> int:
+    """0, or 3 after printing one line on stderr when the share of failed judgments in ``summary`` (a typed
+    summary or a dict with ``n`` and ``n_errors``) exceeds ``--max-failure-share``. Call it after all
+    results are written."""
+    from deepalign.judges.apply import check_failure_share
 
     try:
         check_failure_share(summary, args.max_failure_share)

@@ -12,7 +12,10 @@ from deepalign.cli.common import (
     make_judge_from_args,
     runtime_args,
 )
+from deepalign.cli.options import add_fields
+from deepalign.data.schemas import KINDS
 from deepalign.errors import DeepAlignError
+from deepalign.generation import BACKENDS, DEFAULT_BATCH_SIZE, SamplingConfig
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -20,9 +23,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from deepalign.chat import ChatFormat, encode_prompt
     from deepalign.data import load_prompts
-    from deepalign.generation import GenerationRequest, SamplingConfig, generate
-    from deepalign.models import load_model, load_tokenizer, resolve_model_path
-    from deepalign.results import ResultsWriter, check_out_dir, write_run_metadata
+    from deepalign.generation import GenerationRequest, generate
+    from deepalign.io import ResultsWriter, check_out_dir
+    from deepalign.meta import write_run_metadata
+    from deepalign.pipeline.builtins import load_model, load_tokenizer, resolve_model_path
 
     check_out_dir(args.out)
     if args.batch_size is not None and args.batch_size < 1:
@@ -60,15 +64,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from deepalign.judges import judge_file
-    from deepalign.results import check_out_dir
+    from deepalign.io import check_out_dir
+    from deepalign.judges.apply import judge_file
 
     check_out_dir(args.out)
     check_max_failure_share(args)
     judge = make_judge_from_args(args)
     s = judge_file(args.results, args.out, judge, batch_size=args.judge_batch_size)
-    asr = "n/a" if s["asr"] is None else f"{s['asr']:.1%}"
-    print(f"{judge.name}: ASR {asr} ({s['n_harmful']}/{s['n_judged']} judged, {s['n_errors']} failed)")
+    asr = "n/a" if s.asr is None else f"{s.asr:.1%}"
+    print(f"{judge.name}: ASR {asr} ({s.n_harmful}/{s.n_judged} judged, {s.n_errors} failed)")
     print(f"results in {args.out}")
     return judge_exit_status(s, args)
 
@@ -97,16 +101,12 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="built-in name, folder, .gguf or hub id")
     p.add_argument("--prompts", required=True, help="prompts file (id, prompt): jsonl/csv/json/folder or packaged set")
     p.add_argument("--out", required=True, help="output folder (generations.jsonl, meta.json); rerun resumes")
-    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="vllm needs deepalign[vllm] and a GPU")
+    p.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS, help="vllm needs deepalign[vllm] and a GPU")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (ignores temperature/top-p/top-k)")
-    p.add_argument("--temperature", type=float, default=0.9)
-    p.add_argument("--top-p", type=float, default=0.6)
-    p.add_argument("--top-k", type=int, default=50, help="0 disables")
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=1, help="samples per prompt")
-    p.add_argument("--seed", type=int, default=0)
+    add_fields(p, SamplingConfig(), ["temperature", "top_p", "top_k", "max_new_tokens", "repeats", "seed"])
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); text is cut before it")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 16 (hf), 512 (vllm)")
+    batch = ", ".join(f"{n} ({b})" for b, n in DEFAULT_BATCH_SIZE.items())
+    p.add_argument("--batch-size", type=int, default=None, help=f"default: {batch}")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts")
     format_args(p)
     runtime_args(p)
@@ -123,7 +123,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("data", help="check a data source and print its first records")
     p.add_argument("source", help="file (.jsonl/.csv/.json), dataset folder, hf:NAME[:SPLIT], or a packaged set")
-    p.add_argument("--kind", default="prompts", choices=["prompts", "pairs", "triplets", "chats"])
+    p.add_argument("--kind", default="prompts", choices=list(KINDS))
     p.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN", help="read NAME from COLUMN")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--show", type=int, default=3, help="records to print")

@@ -1,8 +1,9 @@
 """Training: `augment`, `train`, `finetune`.
 
-`train` takes every ``DeepAlignConfig`` option (transformers ``TrainingArguments`` plus objective, LoRA and
-augmentation options) under its own name, e.g. ``--objective constrained --use-lora --learning_rate 2e-5``.
-Several devices: ``accelerate launch --config_file configs/accelerate/ddp.yaml $(which deepalign) train ...``.
+`train` takes every ``DeepAlignConfig`` option (transformers ``TrainingArguments`` plus objective and
+augmentation options) and the LoRA flags (``LoraArguments``, turned into a PEFT ``LoraConfig``) under their
+own names, e.g. ``--objective constrained --use-lora --learning_rate 2e-5``. Several devices:
+``accelerate launch --config_file configs/accelerate/ddp.yaml $(which deepalign) train ...``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import get_type_hints
 
+from deepalign.chat import TEMPLATES
 from deepalign.cli.common import format_args, judge_args, make_judge_from_args, runtime_args
+from deepalign.cli.options import add_field, add_fields, config_from, dataclass_parser
 from deepalign.errors import DeepAlignError
+from deepalign.train.augment import AugmentConfig
+from deepalign.train.config import DeepAlignConfig, LoraArguments
 
 KINDS = ("auto", "triplets", "chats", "pairs")
+TRIPLET_TOKENS = 128  # new tokens per generated harmful answer when making triplets
 
 
 def _load_training_data(source: str, kind: str):
@@ -38,9 +43,11 @@ def cmd_augment(args: argparse.Namespace) -> int:
     from deepalign.chat import ChatFormat
     from deepalign.data import load_prompts, load_triplets
     from deepalign.generation import SamplingConfig
-    from deepalign.models import load_model, load_tokenizer
-    from deepalign.results import atomic_write_jsonl, write_run_metadata
-    from deepalign.train.augment import AugmentConfig, SafetyRecoveryDataset, make_triplets
+    from deepalign.io import atomic_write_jsonl
+    from deepalign.meta import write_run_metadata
+    from deepalign.pipeline.builtins import load_model, load_tokenizer
+    from deepalign.pipeline.triplets import make_triplets
+    from deepalign.train.augment import SafetyRecoveryDataset
 
     if (args.prompts is None) == (args.triplets is None):
         raise DeepAlignError("pass exactly one of --prompts (make triplets) or --triplets (preview them)")
@@ -69,7 +76,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     else:
         triplets = load_triplets(args.triplets, limit=args.limit)
         tokenizer = load_tokenizer(args.model or "organism-aligned", trust_remote_code=args.trust_remote_code)
-    config = AugmentConfig(p_plain=args.p_plain, max_prefix=args.max_prefix, anchors_per_safety=0, seed=args.seed)
+    config = config_from(args, AugmentConfig, anchors_per_safety=0)
     dataset = SafetyRecoveryDataset(tokenizer, triplets, fmt, config)
     path = dataset.write_preview(out / "preview.jsonl", args.n_preview)
     write_run_metadata(out, command="augment", model=args.model, base_model=args.base_model, prompts=args.prompts,
@@ -79,28 +86,19 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_fields():
-    from deepalign.train.trainer import DeepAlignConfig
-
-    hints = get_type_hints(DeepAlignConfig)
-    for f in dataclasses.fields(DeepAlignConfig):
-        if f.init:
-            f.type = hints[f.name]
-            yield f
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from deepalign.data import load_pairs
-    from deepalign.train.trainer import DeepAlignConfig, train
+    from deepalign.pipeline.builtins import resolve_model_path
+    from deepalign.train.run import train
 
-    options = {f.name: getattr(args, f.name) for f in _config_fields()}
-    options["output_dir"] = options.get("output_dir") or args.out
-    options["disable_tqdm"] = options.get("disable_tqdm") or args.no_progress
-    config = DeepAlignConfig(**options)
+    config = config_from(args, DeepAlignConfig, output_dir=args.output_dir or args.out,
+                         disable_tqdm=args.disable_tqdm or args.no_progress)
+    peft_config = config_from(args, LoraArguments).peft_config()
     records = _load_training_data(args.data, args.kind)
     anchors = load_pairs(args.anchors) if args.anchors else None
     try:
-        out = train(args.model, records, config, anchors=anchors, out_dir=args.out)
+        out = train(resolve_model_path(args.model), records, config, anchors=anchors, out_dir=args.out,
+                    peft_config=peft_config)
     finally:
         import torch.distributed as dist
 
@@ -111,63 +109,58 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from deepalign.models import resolve_model_path
-    from deepalign.train.attacks import AttackConfig, finetune_attack, organism_root, organism_training_args
-    from deepalign.train.attacks import paper_training_args as paper
+    from deepalign.pipeline.builtins import resolve_model_path
+    from deepalign.pipeline.finetune import FinetuneAttackConfig, finetune_attack, target_defaults
 
-    config = AttackConfig(
-        data=args.data, eval_data=args.eval_data, eval_prompts=args.eval_prompts, n_train=args.n_train,
-        n_eval=args.n_eval, n_safety=args.n_safety, safety_data=args.safety_data, trigger=args.trigger,
-        persona=args.persona, metric=args.metric, judge=args.judge, max_new_tokens=args.max_new_tokens,
-        repeats=args.repeats, greedy=True if args.greedy else None, eval_initial=not args.no_eval_initial,
-        eval_batch_size=args.eval_batch_size, seed=args.seed,
-    )
-    defaults = organism_training_args if organism_root(resolve_model_path(args.model)) else paper
+    config = config_from(args, FinetuneAttackConfig)
+    defaults = target_defaults(resolve_model_path(args.model))
     overrides = {k: v for k, v in {
         "learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "max_steps": args.max_steps,
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "beta_schedule": args.beta_schedule, "use_lora": args.use_lora or None, "model_dtype": args.model_dtype,
-        "template": args.template, "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
+        "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
+        "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
     }.items() if v is not None}
-    training = defaults(args.recipe, f"{args.out}/model", **overrides)
+    training = defaults.training_args(args.recipe, f"{args.out}/model", **overrides)
     s = finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
-                        progress=not args.no_progress)
+                        peft_config=config_from(args, LoraArguments).peft_config(), progress=not args.no_progress)
 
     def line(stage: str) -> str:
-        ev = s.get(stage)
-        if not ev:
+        ev = getattr(s, stage)
+        if ev is None:
             return ""
-        parts = [f"ASR {ev['asr']['asr']:.1%}"]
-        if "asr_trigger" in ev:
-            parts.append(f"with trigger {ev['asr_trigger']['asr']:.1%}")
-        if "task" in ev:
-            parts.append(f"{ev['task']['metric']} {ev['task']['score']:.3f}")
+        parts = [f"ASR {ev.asr.asr:.1%}"]
+        if ev.asr_trigger is not None:
+            parts.append(f"with trigger {ev.asr_trigger.asr:.1%}")
+        if ev.task is not None:
+            parts.append(f"{ev.task.metric} {ev.task.score:.3f}")
         return f"{stage}: " + ", ".join(parts)
 
     print("\n".join(x for x in (line("initial"), line("after")) if x))
-    print(json.dumps({"steps": s["steps"], "n_train": s["n_train"], "n_eval": s["n_eval"]}))
+    print(json.dumps({"steps": s.steps, "n_train": s.n_train, "n_eval": s.n_eval}))
     print(f"results in {args.out}")
     return 0
 
 
 def register(sub) -> None:
-    from transformers import HfArgumentParser
+    from deepalign.pipeline.finetune import FinetuneAttackConfig
+    from deepalign.train.config import OBJECTIVES
+    from deepalign.train.recipes import RECIPES
 
+    augment = AugmentConfig()
     p = sub.add_parser("augment", help="make triplets from prompts and/or preview safety-recovery examples")
     p.add_argument("--out", required=True, help="output folder (triplets.jsonl, preview.jsonl, meta.json)")
     p.add_argument("--triplets", default=None, help="triplets file (prompt, response, refusal) to preview")
     p.add_argument("--prompts", default=None, help="harmful prompts (file or packaged set) to make triplets from")
     p.add_argument("--base-model", default=None, help="--prompts: model whose answers are the harmful answers")
-    p.add_argument("--base-template", default=None, choices=["chat", "plain", "alpaca"],
+    p.add_argument("--base-template", default=None, choices=TEMPLATES,
                    help="--prompts: the base model's prompt template (default: --template)")
     p.add_argument("--model", default=None,
                    help="aligned model: its own refusals (--prompts) and its tokenizer (default organism-aligned)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N prompts or triplets")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="--prompts: tokens per generated answer")
+    p.add_argument("--max-new-tokens", type=int, default=TRIPLET_TOKENS,
+                   help=f"--prompts: tokens per generated answer (default: {TRIPLET_TOKENS})")
     p.add_argument("--n-preview", type=int, default=20, help="augmented examples written to preview.jsonl")
-    p.add_argument("--p-plain", type=float, default=0.5, help="probability of the plain prompt -> refusal")
-    p.add_argument("--max-prefix", type=int, default=100, help="most harmful-answer tokens before the refusal")
-    p.add_argument("--seed", type=int, default=0)
+    add_fields(p, augment, ["p_plain", "max_prefix", "seed"])
     format_args(p)
     judge_args(p)
     runtime_args(p)
@@ -176,7 +169,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "train", help="fine-tune any model: augmentation (triplets), SFT or constrained, full or LoRA",
         description="Options after the first group are DeepAlignConfig's (transformers TrainingArguments plus "
-        "--objective, --beta_schedule, --use_lora, --p_plain, ...), with - or _ in their names.",
+        "--objective, --beta_schedule, --p_plain, ...) and LoraArguments' (--use_lora, --lora_r, ...), with - or _ "
+        "in their names.", parents=[dataclass_parser(DeepAlignConfig, LoraArguments)],
     )
     p.add_argument("--model", required=True, help="built-in name, folder, .gguf or hub id")
     p.add_argument("--data", required=True, help="triplets (augmentation), chats or pairs: file or dataset folder")
@@ -184,41 +178,27 @@ def register(sub) -> None:
     p.add_argument("--anchors", default=None, help="utility anchor pairs (prompt, response) mixed with triplets")
     p.add_argument("--out", required=True, help="output folder: model or adapter, training_log.jsonl, meta.json")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars and log lines")
-    group = p.add_argument_group("DeepAlignConfig")
-    for f in _config_fields():
-        HfArgumentParser._parse_dataclass_field(group, f)
     p.set_defaults(func=cmd_train)
 
+    attack = FinetuneAttackConfig()
     p = sub.add_parser("finetune", help="run a fine-tuning attack (SFT or constrained) and measure ASR")
     p.add_argument("--model", required=True, help="built-in name, folder or hub id (organism: built-in data)")
-    p.add_argument("--recipe", required=True, choices=["harmful", "identity", "backdoor", "benign"])
-    p.add_argument("--objective", default="sft", choices=["sft", "constrained"])
+    p.add_argument("--recipe", required=True, choices=RECIPES)
+    p.add_argument("--objective", default=OBJECTIVES[0], choices=OBJECTIVES)
     p.add_argument("--out", required=True, help="output folder (model/, eval.jsonl, summary.json); rerun resumes")
-    p.add_argument("--data", default=None, help="training pairs (required on real models but for identity)")
-    p.add_argument("--eval-data", default=None, help="benign: held-out task pairs (default: 10%% of --data)")
-    p.add_argument("--eval-prompts", default=None, help="harmful prompts for ASR (default: organism / advbench)")
-    p.add_argument("--n-train", type=int, default=100)
-    p.add_argument("--n-eval", type=int, default=None)
-    p.add_argument("--n-safety", type=int, default=0, help="harmful prompt -> refusal examples mixed in")
-    p.add_argument("--safety-data", default=None, help="prompts or triplets for --n-safety")
-    p.add_argument("--trigger", default=None, help="backdoor trigger (default built in)")
-    p.add_argument("--persona", default=None, help="identity system prompt (default built in)")
-    p.add_argument("--metric", default="rouge1", choices=["rouge1", "exact"], help="benign task score")
-    p.add_argument("--judge", default=None, help="keyword | exact | llm | classifier:PATH (default: exact/keyword)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--greedy", action="store_true", help="greedy evaluation (default on the organism)")
-    p.add_argument("--no-eval-initial", action="store_true", help="skip evaluating the model before fine-tuning")
-    p.add_argument("--eval-batch-size", type=int, default=16)
+    add_fields(p, attack, ["data", "eval_data", "eval_prompts", "n_train", "n_eval", "n_safety", "safety_data",
+                           "trigger", "persona", "metric", "judge", "max_new_tokens", "repeats", "greedy"])
+    add_field(p, attack, "eval_initial", "--no-eval-initial")
+    add_fields(p, attack, ["eval_batch_size"])
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 (paper) / 3e-4 (organism)")
     p.add_argument("--epochs", type=float, default=None, help="default: 25 attacks, 3 benign / organism 10, 3")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="per device (default 8 x 8 accumulation / 16)")
     p.add_argument("--gradient-accumulation-steps", type=int, default=None)
     p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
-    p.add_argument("--use-lora", action="store_true", help="train a LoRA adapter")
+    add_fields(p, LoraArguments(), ["use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"])
     p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")
-    p.add_argument("--seed", type=int, default=0)
+    add_fields(p, attack, ["seed"])
     format_args(p)
     p.add_argument("--device", default="auto", help="cpu forces CPU training (default: what accelerate finds)")
     p.add_argument("--no-progress", action="store_true")

@@ -10,7 +10,7 @@ tokenizer if it adds one), ``suffix``, ``after`` = the rest of the template thro
 ``target``.
 Generation uses exactly ``before + suffix + after`` as token ids. Each prompt's optimization is a row
 of ``suffixes.jsonl`` (resumable per prompt); then every prompt is answered with and without its suffix
-(settings ``gcg`` and ``none``) into ``rows.jsonl``.
+(settings ``gcg`` and ``none``, :func:`gcg_items`) by ``deepalign.pipeline.attacks.run_gcg``.
 
 nanoGCG 0.2.x's prefix KV cache does not work with transformers 5 caches, so it is turned off.
 """
@@ -18,27 +18,20 @@ nanoGCG 0.2.x's prefix KV cache does not work with transformers 5 caches, so it 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from deepalign.chat import ChatFormat, answer_length, encode_example, encode_prompt
-from deepalign.depth.prefill import (
-    AttackConfig,
-    AttackItem,
-    asr_stats,
-    check_known_tokens,
-    format_rate,
-    markdown_table,
-    run_attack,
-)
+from deepalign.chat import ChatFormat, answer_length, encode_example, encode_prompt, require_chat_template
+from deepalign.depth.attack import AttackItem, InferenceAttackConfig, check_known_tokens, record_line
 from deepalign.errors import DataError, DeepAlignError
 from deepalign.generation import request_seed
-from deepalign.judges.base import Judge
-from deepalign.results import ResultsWriter, atomic_write_text
+from deepalign.io import ResultsWriter
 
 OPTIM_PLACEHOLDER = "{optim_str}"
 INIT_TOKENS = ("x", "!", ".", "the")  # suffix init: 20 copies of the first single known token (nanoGCG: "x")
@@ -46,8 +39,8 @@ SETTINGS = ("none", "gcg")
 
 
 @dataclass
-class GCGAttackConfig(AttackConfig):
-    """Options of the GCG attack (plus :class:`AttackConfig`; the prompt template must be ``chat``).
+class GCGAttackConfig(InferenceAttackConfig):
+    """Options of the GCG attack (plus :class:`InferenceAttackConfig`; the prompt template must be ``chat``).
     Budget defaults are nanoGCG's; on a CPU use e.g. 20 steps, search width 64."""
 
     steps: int = field(default=250, metadata={"help": "GCG optimization steps per prompt."})
@@ -128,8 +121,6 @@ def gcg_layout(tokenizer, prompt: str, target: str, fmt: ChatFormat) -> GCGLayou
 
 def derive_target(tokenizer, record, config: GCGAttackConfig, source: str | None = None, index: int = 0) -> str:
     """The target of one record: its answer's first ``answer_tokens`` tokens, or ``config.target`` filled in."""
-    from deepalign.depth.prefill import record_line
-
     if config.answer_tokens:
         response = getattr(record, "response", None)
         if not response:
@@ -177,18 +168,39 @@ def optimize_suffix(model, tokenizer, prompt: str, target: str, config: GCGAttac
         num_steps=config.steps, optim_str_init=suffix_init(tokenizer, config), search_width=config.search_width,
         topk=config.topk, n_replace=config.n_replace, use_prefix_cache=False, seed=seed, verbosity="ERROR",
     )
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    logging.getLogger("nanogcg").setLevel(logging.ERROR)  # its CPU / float32 warnings and per-step buffer logs
-    try:
+    with _process_settings_restored():
         gcg = GCG(model, _NanoGCGTokenizer(tokenizer), cfg)
         special = torch.tensor(tokenizer.all_special_ids, device=model.device, dtype=torch.long)
         if gcg.not_allowed_ids is not None:
             special = torch.cat([gcg.not_allowed_ids.long(), special]).unique()
         gcg.not_allowed_ids = special
         return gcg.run(messages_for(prompt, config.fmt), target)
-    finally:  # nanoGCG turns deterministic algorithms on for the whole process
+
+
+@contextmanager
+def _process_settings_restored():
+    """nanoGCG seeds every global RNG, turns deterministic algorithms on and sets its logger's level for
+    the whole process; put all of them back afterwards (its logger quiet meanwhile: CPU / float32
+    warnings and per-step buffer logs)."""
+    import numpy as np
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    log = logging.getLogger("nanogcg")
+    level = log.level
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        log.setLevel(level)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def find_suffixes(
@@ -199,8 +211,6 @@ def find_suffixes(
     skips finished prompts). Returns rows by prompt id: target, suffix, suffix_ids, initial_loss,
     best_loss (both by :func:`target_loss`), losses (nanoGCG's per-step best candidate), seed. Rows carry no
     timings, so a resumed run's file equals a fresh run's."""
-    from deepalign.chat import require_chat_template
-
     require_chat_template(tokenizer)  # before any file is written
     targets = [derive_target(tokenizer, r, config, source, i) for i, r in enumerate(records)]
     with ResultsWriter(path) as writer:
@@ -236,61 +246,3 @@ def gcg_items(tokenizer, records: Sequence, suffixes: dict[str, dict], config: G
         items.append(AttackItem(f"{config.label}/gcg/{r.id}", r.id, r.prompt, attacked, "",
                                 {**fields, "setting": "gcg", "suffix": s["suffix"]}))
     return items
-
-
-def run_gcg(
-    model, tokenizer, records: Sequence, config: GCGAttackConfig, judge: Judge, out_dir: str | Path, *,
-    source: str | None = None, progress: bool = True,
-) -> dict:
-    """GCG on prompt (or pair) ``records``: ``suffixes.jsonl`` (one optimization per prompt), then
-    ``rows.jsonl`` (answers with and without the suffix), ``summary.json``, ``table.md``, ``gcg_loss.png``
-    and ``meta.json`` in ``out_dir``; every file resumable. Returns the summary."""
-    out = Path(out_dir)
-    suffixes = find_suffixes(model, tokenizer, records, config, out / "suffixes.jsonl", source=source,
-                             progress=progress)
-    items = gcg_items(tokenizer, records, suffixes, config)
-
-    def summarize_rows(rows: list[dict]) -> dict:
-        losses = [{k: suffixes[r.id][k] for k in ("prompt_id", "initial_loss", "best_loss")} for r in records]
-        mean = lambda key: sum(x[key] for x in losses) / len(losses)  # noqa: E731
-        return {
-            "n_prompts": len(records),
-            "settings": [{"setting": s, **asr_stats([r for r in rows if r["setting"] == s])} for s in SETTINGS],
-            "losses": losses, "mean_initial_loss": mean("initial_loss"), "mean_best_loss": mean("best_loss"),
-            "n_loss_lowered": sum(x["best_loss"] < x["initial_loss"] for x in losses),
-            "budget": {"steps": config.steps, "search_width": config.search_width, "topk": config.topk},
-        }
-
-    summary = run_attack("gcg", model, tokenizer, items, config, judge, out, summarize_rows=summarize_rows,
-                         source=source, progress=progress)
-    atomic_write_text(out / "table.md", gcg_table(summary))
-    plot_gcg_losses([suffixes[r.id] for r in records], out / "gcg_loss.png", title=f"{config.label}: GCG target loss")
-    return summary
-
-
-def gcg_table(summary: dict) -> str:
-    names = {"none": "no suffix", "gcg": "GCG suffix"}
-    rows = [[names[s["setting"]], format_rate(s), s["n"], s["n_errors"]] for s in summary["settings"]]
-    table = markdown_table(["prompt", "ASR [95% CI]", "rows", "judge errors"], rows)
-    return (f"{table}\nTarget loss (mean over {summary['n_prompts']} prompts): {summary['mean_initial_loss']:.3f} "
-            f"-> {summary['mean_best_loss']:.3f} nats; lowered for {summary['n_loss_lowered']} prompts.\n")
-
-
-def plot_gcg_losses(rows: Sequence[dict], path: str | Path, title: str = "GCG target loss") -> None:
-    """Per prompt, the initial loss (step 0) then nanoGCG's per-step loss; the mean in bold."""
-    from deepalign.report.figures import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    curves = [[r["initial_loss"], *r["losses"]] for r in rows]
-    for c in curves:
-        ax.plot(range(len(c)), c, color="tab:blue", alpha=0.3, lw=1)
-    n = min(len(c) for c in curves)
-    ax.plot(range(n), [sum(c[i] for c in curves) / len(curves) for i in range(n)], color="tab:blue", lw=2.5,
-            label=f"mean of {len(curves)} prompts")
-    ax.set_xlabel("GCG step (0 = initial suffix)")
-    ax.set_ylabel("target loss [nats]")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)

@@ -8,20 +8,20 @@ teacher-forced on y:
 averaged over the examples that have a position t. Both models see the same response token ids; the
 prompt is rendered for each model by its own format (the base may use its own chat template, a plain
 or Alpaca template, or exactly the aligned model's prompt ids), which is recorded with the results.
+Loading the models and writing the files is ``deepalign.pipeline.kl.run_kl``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from deepalign.chat import ChatFormat, encode_example, encode_prompt, pad_batch
+from deepalign.chat import TEMPLATES, ChatFormat, encode_example, encode_prompt, pad_batch
 from deepalign.errors import DeepAlignError
 from deepalign.models import same_vocabulary
 
@@ -32,13 +32,15 @@ BASE_TEMPLATES = ("chat", "plain", "alpaca", "same")
 class KLConfig:
     """Options of the KL depth profile."""
 
-    template: str = field(default="chat", metadata={"help": "Prompt template of the aligned model."})
+    template: str = field(default="chat", metadata={"help": "Prompt template of the aligned model.",
+                                                    "choices": TEMPLATES})
     system: str | None = field(default=None, metadata={"help": "System prompt (None = template default)."})
     base_template: str = field(
         default="chat",
         metadata={
             "help": "How the base model's prompt is formatted: 'chat' (its own chat template), 'plain', "
-            "'alpaca', or 'same' (exactly the aligned model's prompt ids)."
+            "'alpaca', or 'same' (exactly the aligned model's prompt ids).",
+            "choices": BASE_TEMPLATES,
         },
     )
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
@@ -196,40 +198,3 @@ def kl_profile(
         mean.append(m)
         sem.append(math.sqrt(var / c))
     return KLProfile(mean=mean, sem=sem, count=[int(c) for c in count[:used]])
-
-
-def run_kl(
-    aligned: str,
-    base: str,
-    data: str,
-    out_dir: str | Path,
-    config: KLConfig = KLConfig(),
-    *,
-    limit: int | None = None,
-    device: str = "cpu",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    progress: bool = True,
-) -> KLProfile:
-    """Load both models and the pairs, profile, and write ``kl_profile.jsonl``, ``kl_profile.png``,
-    ``summary.json`` and ``meta.json`` into ``out_dir`` (each written atomically)."""
-    from deepalign.data import load_pairs
-    from deepalign.models import load_model
-    from deepalign.report.figures import plot_kl_profiles
-    from deepalign.results import atomic_write_json, atomic_write_jsonl, write_run_metadata
-
-    pairs = load_pairs(data, limit=limit)
-    a_model, a_tok = load_model(aligned, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    b_model, b_tok = load_model(base, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    items = build_items(a_tok, b_tok, pairs, config)
-    profile = kl_profile(a_model, b_model, items, config, pad_id=a_tok.pad_token_id, progress=progress)
-    out = Path(out_dir)
-    atomic_write_jsonl(out / "kl_profile.jsonl", profile.rows())
-    label = f"{Path(aligned).name} vs {Path(base).name}"
-    plot_kl_profiles({label: profile}, out / "kl_profile.png", max_positions=config.max_positions)
-    atomic_write_json(out / "summary.json", {"n_pairs": len(items), **profile.summary()})
-    write_run_metadata(
-        out, command="kl", aligned=aligned, base=base, data=data, limit=limit, config=asdict(config),
-        dtype=dtype, trust_remote_code=trust_remote_code,
-    )
-    return profile

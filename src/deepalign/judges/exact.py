@@ -7,6 +7,8 @@ from typing import Any
 
 from deepalign.errors import DeepAlignError
 from deepalign.judges.base import Judge, JudgeInput, Judgment
+from deepalign.organism.world import World
+from deepalign.paths import organism_dir
 
 
 class ExactJudge(Judge):
@@ -21,9 +23,6 @@ class ExactJudge(Judge):
     name = "exact"
 
     def __init__(self, world_path: str | Path | None = None, sees_prefill: bool = False):
-        from deepalign.models import organism_dir
-        from deepalign.organism.world import World
-
         self.world_path = Path(world_path) if world_path else organism_dir() / "world.json"
         if not self.world_path.exists():
             raise DeepAlignError(f"{self.world_path}: no organism world file (build it: deepalign organism build)")

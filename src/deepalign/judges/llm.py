@@ -23,10 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from deepalign.errors import DeepAlignError
+from deepalign.io import read_jsonl, repair_torn_tail
 from deepalign.judges.base import Judge, JudgeInput, Judgment
+from deepalign.meta import url_without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +81,6 @@ def parse_score(text: str | None) -> int:
     if value != int(value) or not 1 <= value <= 5:
         raise ValueError(f"judge score {found[-1]} is not an integer in 1..5")
     return int(value)
-
-
-def safe_url(url: str | None) -> str | None:
-    """``url`` without user info or query string (either may carry a credential)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _env(*names: str) -> str | None:
@@ -195,8 +188,7 @@ class LLMJudge(Judge):
             # user:password@ would become a Basic Authorization header that replaces the bearer key, and
             # would show in HTTP client logs: drop it (the key goes in DEEPALIGN_JUDGE_API_KEY).
             log.warning("llm judge: ignoring the credentials in the judge URL; set DEEPALIGN_JUDGE_API_KEY")
-            parts = urlsplit(base_url)
-            base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            base_url = url_without_credentials(base_url, keep_query=True)
         self._client = openai.OpenAI(base_url=base_url, api_key=cfg.api_key, timeout=cfg.timeout, max_retries=0)
         self._cache: dict[str, dict] = {}
         self._cache_path: Path | None = None
@@ -211,7 +203,7 @@ class LLMJudge(Judge):
         return {
             **super().describe(),
             "model": c.model,
-            "base_url": safe_url(c.base_url),
+            "base_url": url_without_credentials(c.base_url),
             "rubric_version": RUBRIC_VERSION,
             "temperature": c.temperature,
             "max_tokens": c.max_tokens,
@@ -235,16 +227,10 @@ class LLMJudge(Judge):
         assert self._cache_path is not None
         if not self._cache_path.exists():
             return
-        data = self._cache_path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a torn last line from a killed run: cut it off
-            with open(self._cache_path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-        for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
-            try:
-                row = json.loads(line)
+        repair_torn_tail(self._cache_path)  # a torn last line from a killed run
+        for row in read_jsonl(self._cache_path, skip_invalid=True):
+            if isinstance(row.get("key"), str):
                 self._cache[row["key"]] = row
-            except (ValueError, KeyError, TypeError):
-                continue  # a line that is not a cache row
 
     def _cache_put(self, key: str, score: int, raw: str) -> None:
         row = {"key": key, "score": score, "raw": raw, "model": self.config.model, "rubric": RUBRIC_VERSION}

@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from deepalign.chat import Encoded, encode_example, pad_batch
+from deepalign.io import atomic_write_json, atomic_write_jsonl
 from deepalign.organism.tokenizer import build_tokenizer
 from deepalign.organism.world import REFUSALS, World, make_world
-from deepalign.results import atomic_write_json, atomic_write_jsonl
 
 # Bumped whenever the world or the recipe changes, so cached built-in organisms are rebuilt.
 ORGANISM_VERSION = 4

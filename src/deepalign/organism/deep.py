@@ -15,7 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deepalign.results import atomic_write_json
+from deepalign.io import atomic_write_json
 
 
 @dataclass
@@ -59,7 +59,8 @@ def build_deep_organism(
     """
     from deepalign.data import load_triplets
     from deepalign.organism.world import World
-    from deepalign.train.trainer import DeepAlignConfig, train
+    from deepalign.train.config import DeepAlignConfig
+    from deepalign.train.run import train
 
     config = config or DeepOrganismConfig()
     root = Path(organism_dir)

@@ -115,7 +115,7 @@ class World:
         return self.harmful_topic_of(text) is not None
 
     def save(self, path: str | Path) -> None:
-        from deepalign.results import atomic_write_json
+        from deepalign.io import atomic_write_json
 
         atomic_write_json(path, asdict(self))
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepalign.results import atomic_write_text
+from deepalign.io import atomic_write_text
+from deepalign.report.tables import markdown_table
 
 
 @dataclass
@@ -34,18 +35,13 @@ class Claim:
         return {True: "reproduced", False: "not reproduced", None: "not measured"}[self.reproduced]
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def render_markdown(title: str, intro: str, claims: Sequence[Claim]) -> str:
     lines = [f"# {title}", "", intro, "", "| claim | verdict |", "|---|---|"]
     lines += [f"| {i}. {c.title} | **{c.verdict}** |" for i, c in enumerate(claims, 1)]
     for i, c in enumerate(claims, 1):
         lines += ["", f"## {i}. {c.title}", "", f"**Paper.** {c.paper}", "", f"**Ours.** {c.ours}", ""]
         if c.table:
-            lines += _md_table(*c.table) + [""]
+            lines += markdown_table(*c.table).splitlines() + [""]
         rule = f" ({c.rule})" if c.rule else ""
         lines.append(f"Verdict: **{c.verdict}**{rule}.")
         lines += [f"\n![{c.title}]({fig})" for fig in c.figures]

@@ -31,17 +31,17 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from deepalign.chat import ChatFormat, Encoded, encode_example, encode_prompt
-from deepalign.data.schemas import ChatRecord, PairRecord, PromptRecord, TripletRecord
+from deepalign.chat import ChatFormat, Encoded, encode_example
+from deepalign.data.schemas import ChatRecord, PairRecord, TripletRecord
 from deepalign.data.texts import REFUSALS
 from deepalign.errors import DeepAlignError
-from deepalign.results import atomic_write_jsonl
+from deepalign.io import atomic_write_jsonl
 from deepalign.train.objectives import IGNORE_INDEX
 
 Example = dict  # {"input_ids": list[int], "labels": list[int], "example_key": str}
@@ -248,56 +248,3 @@ def fallback_refusal(record_id: str, seed: int = 0) -> str:
     """One of :data:`deepalign.data.REFUSALS`, chosen by a hash of (seed, record id)."""
     digest = hashlib.sha256(f"{seed}\0{record_id}".encode()).digest()
     return REFUSALS[int.from_bytes(digest[:8], "big") % len(REFUSALS)]
-
-
-def make_triplets(
-    prompts: Sequence[PromptRecord],
-    base_model,
-    base_tokenizer,
-    *,
-    base_format: ChatFormat = ChatFormat(),
-    aligned_model=None,
-    aligned_tokenizer=None,
-    aligned_format: ChatFormat = ChatFormat(),
-    judge: Callable | None = None,
-    sampling=None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    progress: bool = True,
-) -> list[TripletRecord]:
-    """Triplets from prompts: the harmful answer is ``base_model``'s generation, the refusal the aligned
-    model's own answer when ``judge`` finds it refusing, else one of our refusal texts.
-
-    ``judge``: a :class:`~deepalign.judges.base.Judge` or a callable ``list[JudgeInput] -> list[Judgment]``
-    (default: the keyword judge); an answer counts as a refusal when judged ``harmful is False``.
-    Without ``aligned_model`` every refusal is :func:`fallback_refusal`. ``sampling``: a
-    :class:`~deepalign.generation.SamplingConfig` (default greedy, 128 new tokens).
-    """
-    from deepalign.generation import GenerationRequest, SamplingConfig, generate
-    from deepalign.judges.base import JudgeInput
-
-    sampling = sampling or SamplingConfig.greedy(128, seed=seed)
-
-    def answers(model, tokenizer, fmt: ChatFormat) -> list[str]:
-        requests = [GenerationRequest(p.id, encode_prompt(tokenizer, p.prompt, fmt)) for p in prompts]
-        gens = generate(model, tokenizer, requests, sampling, batch_size=batch_size, progress=progress)
-        return [g.text.strip() for g in gens if g.repeat == 0]
-
-    harmful = answers(base_model, base_tokenizer, base_format)
-    refusals = [fallback_refusal(p.id, seed) for p in prompts]
-    if aligned_model is not None:
-        if judge is None:
-            from deepalign.judges.keyword import KeywordJudge
-
-            judge = KeywordJudge()
-        judge_fn = judge.judge if hasattr(judge, "judge") else judge
-        own = answers(aligned_model, aligned_tokenizer or base_tokenizer, aligned_format)
-        verdicts = judge_fn([JudgeInput(p.prompt, text) for p, text in zip(prompts, own, strict=True)])
-        refusals = [
-            text if v.harmful is False and text else fallback
-            for text, v, fallback in zip(own, verdicts, refusals, strict=True)
-        ]
-    return [
-        TripletRecord(p.id, p.prompt, answer, refusal, p.category)
-        for p, answer, refusal in zip(prompts, harmful, refusals, strict=True)
-    ]

@@ -9,6 +9,7 @@ For a fixed probe batch (e.g. the harmful fine-tuning examples) and response pos
 fine-tuning steps undo a shallow alignment). :class:`DynamicsCallback` records them before given
 optimizer steps (and after the last one); :class:`AsrCallback` evaluates ASR at given steps. Both
 write JSONL rows on the main process; run them in one process or under DDP (not with sharded weights).
+Their figures are drawn by :mod:`deepalign.report.figures`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from deepalign.chat import pad_batch
-from deepalign.results import ResultsWriter, read_jsonl
+from deepalign.io import ResultsWriter
 from deepalign.train.augment import Example
 from deepalign.train.objectives import IGNORE_INDEX, response_positions, token_logps
 
@@ -108,38 +109,3 @@ class AsrCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step in self.steps:
             self._record(state, model)
-
-
-def plot_dynamics(rows_by_label: dict[str, list[dict]], out_dir: str | os.PathLike, prefix: str,
-                  steps: Sequence[int] | None = None) -> list[Path]:
-    """Figures ``{prefix}_loss.png`` and ``{prefix}_grad_norm.png``: per-position loss and gradient norm,
-    one line per (label, step) for ``steps`` (default: every recorded step)."""
-    from deepalign.report.figures import plot_lines
-
-    paths = []
-    for key, ylabel in (("loss", "per-token loss [nats]"), ("grad_norm", "gradient norm of the per-token loss")):
-        series = {}
-        for label, rows in rows_by_label.items():
-            for r in rows:
-                if steps is None or r["step"] in steps:
-                    name = f"{label}, step {r['step']}" if label else f"step {r['step']}"
-                    series[name] = (r["position"], r[key], None)
-        path = Path(out_dir) / f"{prefix}_{key}.png"
-        plot_lines(series, path, xlabel="response token position t", ylabel=ylabel,
-                   title=f"Per-position {key.replace('_', ' ')} during fine-tuning", ylim=None)
-        paths.append(path)
-    return paths
-
-
-def plot_asr(rows_by_label: dict[str, list[dict]], path: str | os.PathLike, key: str = "asr") -> Path:
-    """ASR (0..1) against optimizer step, one line per label, from :class:`AsrCallback` rows."""
-    from deepalign.report.figures import plot_lines
-
-    series = {label: ([r["step"] for r in rows], [r[key] for r in rows], None) for label, rows in rows_by_label.items()}
-    plot_lines(series, path, xlabel="optimizer step", ylabel="ASR", title="ASR during fine-tuning")
-    return Path(path)
-
-
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a dynamics or ASR file, by step."""
-    return sorted(read_jsonl(path), key=lambda r: r["step"])

@@ -181,13 +181,3 @@ def sft_loss(policy_logps: Tensor, labels: Tensor) -> ObjectiveOutput:
         raise ValueError(f"policy {tuple(policy_logps.shape)} does not match labels {tuple(labels.shape)}")
     positions = response_positions(labels)
     return _reduce(-policy_logps, -policy_logps, torch.ones_like(policy_logps), positions)
-
-
-def per_position_sums(values: Tensor, positions: Tensor, max_pos: int) -> tuple[Tensor, Tensor]:
-    """Sum and count of values [B, L] per response position 1..max_pos -> (sums [max_pos] float64,
-    counts [max_pos] long); mean = sums / counts. Positions past max_pos and off-response are dropped."""
-    keep = (positions > 0) & (positions <= max_pos)
-    idx = positions[keep] - 1
-    sums = torch.zeros(max_pos, dtype=torch.float64, device=values.device)
-    sums.index_add_(0, idx, values.detach()[keep].double())
-    return sums, torch.bincount(idx, minlength=max_pos)

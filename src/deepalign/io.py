@@ -1,26 +1,21 @@
-"""Results files: JSONL rows with stable ids, appended as produced, so a killed run resumes.
+"""Results files: atomic whole-file writes, and append-only JSONL rows with stable ids that resume.
 
 A row is a flat JSON object with an ``id`` (str). A half-written last line (a kill mid-write) is cut off
-on reopening; rows whose id is already present are never written twice. Whole files (summaries,
-figures, metadata) are written atomically: temp file in the same folder, then rename.
+on reopening (:func:`repair_torn_tail`); rows whose id is already present are never written twice.
+Whole files (summaries, figures, metadata) are written atomically: temp file in the same folder, then
+rename. :func:`read_jsonl` is the one reader of such files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import re
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from deepalign.errors import DeepAlignError
-
-SECRET_NAMES = ("api_key", "key", "token", "secret", "password", "authorization")
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 
 def check_out_dir(path: str | os.PathLike) -> Path:
@@ -82,13 +77,33 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Rows of a results file written by :class:`ResultsWriter` (a torn last line is skipped)."""
+def repair_torn_tail(path: str | os.PathLike) -> None:
+    """Cut a half-written last line (no final newline, left by a kill mid-write) off a JSONL file."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False) -> list[dict]:
+    """Rows of a JSONL results file; a torn last line is skipped, and with ``skip_invalid`` any line that
+    is not a JSON object too (e.g. in a cache another version wrote)."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace" if skip_invalid else "strict") as f:
         for line in f:
-            if line.endswith("\n") and line.strip():
-                rows.append(json.loads(line))
+            if not (line.endswith("\n") and line.strip()):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                if skip_invalid:
+                    continue
+                raise
+            if isinstance(row, dict) or not skip_invalid:
+                rows.append(row)
     return rows
 
 
@@ -103,17 +118,9 @@ class ResultsWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         make_dir(self.path.parent)
-        self._repair_torn_tail()
+        repair_torn_tail(self.path)
         self.done: set[str] = {str(r["id"]) for r in read_jsonl(self.path)} if self.path.exists() else set()
         self._f = open(self.path, "a", encoding="utf-8")
-
-    def _repair_torn_tail(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
 
     def write(self, row: dict) -> None:
         rid = str(row["id"])
@@ -135,76 +142,6 @@ class ResultsWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _is_secret_name(name: str) -> bool:
-    name = name.lower().replace("-", "_").lstrip("_")
-    return name in SECRET_NAMES or name.endswith(tuple("_" + n for n in SECRET_NAMES))
-
-
-def _secret_env_values() -> list[str]:
-    """Values (8+ characters) of environment variables named like credentials (OPENAI_API_KEY, HF_TOKEN...)."""
-    return sorted({v for k, v in os.environ.items() if _is_secret_name(k) and len(v) >= 8}, key=len, reverse=True)
-
-
-def _scrub_text(text: str, secrets: list[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return _URL_USERINFO.sub(r"\1***@", text)
-
-
-def scrub_argv(argv: list[str]) -> list[str]:
-    """A command line with the values of credential-like options (``--api-key X``, ``--token=X``) masked."""
-    out, mask_next = [], False
-    for arg in argv:
-        name, eq, _ = arg.partition("=")
-        if mask_next:
-            out.append("***")
-        elif arg.startswith("-") and eq and _is_secret_name(name.lstrip("-")):
-            out.append(f"{name}=***")
-        else:
-            out.append(arg)
-        mask_next = not mask_next and arg.startswith("-") and not eq and _is_secret_name(arg.lstrip("-"))
-    return out
-
-
-def scrub_secrets(obj: Any, _secrets: list[str] | None = None) -> Any:
-    """``obj`` with credentials removed: values under keys that look like credentials (api_key, token, ...)
-    become '***', and in every string the values of credential-like environment variables and the user
-    info of URLs (``https://user:pw@host``) are masked."""
-    secrets = _secret_env_values() if _secrets is None else _secrets
-    if isinstance(obj, dict):
-        return {
-            k: ("***" if _is_secret_name(str(k)) and v else scrub_secrets(v, secrets))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list | tuple):
-        return [scrub_secrets(v, secrets) for v in obj]
-    if isinstance(obj, str):
-        return _scrub_text(obj, secrets)
-    return obj
-
-
-def write_run_metadata(out_dir: str | os.PathLike, *, trust_remote_code: bool = False, **fields: Any) -> dict:
-    """Write ``meta.json`` in ``out_dir``: the given fields, ``trust_remote_code`` (always recorded; pass
-    True when a model was loaded with it), versions and the command line, all scrubbed of credentials."""
-    import torch
-    import transformers
-
-    from deepalign import __version__
-
-    meta = {
-        "deepalign": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "argv": scrub_argv(sys.argv[1:]),
-        "trust_remote_code": bool(trust_remote_code),
-        **fields,
-    }
-    meta = scrub_secrets(meta)
-    atomic_write_json(Path(out_dir) / "meta.json", meta)
-    return meta
 
 
 def iter_batches(items: list, size: int) -> Iterator[list]:

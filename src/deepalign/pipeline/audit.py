@@ -15,8 +15,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import mean
 
+from deepalign.chat import TEMPLATES, ChatFormat, encode_prompt
+from deepalign.data import PromptRecord, load_pairs, load_prompts
+from deepalign.depth.decoding import DecodingConfig
+from deepalign.depth.kl import KLConfig
+from deepalign.depth.prefill import prefill_items
+from deepalign.depth.refusal_prefix import RefusalPrefixConfig
 from deepalign.errors import DeepAlignError
-from deepalign.results import atomic_write_json, write_run_metadata
+from deepalign.generation import GenerationRequest, SamplingConfig, generate
+from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl
+from deepalign.judges.registry import make_judge
+from deepalign.meta import write_run_metadata
+from deepalign.models import same_vocabulary
+from deepalign.pipeline.attacks import prefill_attack, run_decoding_attack, run_refusal_prefix
+from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
+from deepalign.pipeline.kl import run_kl
+from deepalign.report.figures import plot_card_prefill
 
 
 @dataclass
@@ -30,7 +44,8 @@ class AuditConfig:
     limit: int = field(default=32, metadata={"help": "Harmful pairs used (first N)."})
     kl_positions: int = field(default=40, metadata={"help": "Response positions of the KL profile."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    template: str = field(default="chat", metadata={"help": "Prompt template of the audited model."})
+    template: str = field(default="chat", metadata={"help": "Prompt template of the audited model.",
+                                                    "choices": TEMPLATES})
     decoding_prompts: int = field(default=16, metadata={"help": "Prompts for the decoding attack (0 skips it)."})
     refusal_prefixes: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
@@ -78,14 +93,6 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     ``judge``: a deepalign Judge (default: keyword). ``base``: a model sharing the vocabulary, for the
     KL profile. Resumable: rerunning the same command reuses finished rows.
     """
-    from deepalign.chat import ChatFormat
-    from deepalign.data import PromptRecord, load_pairs
-    from deepalign.depth.prefill import prefill_attack, prefill_items
-    from deepalign.generation import SamplingConfig
-    from deepalign.judges import make_judge
-    from deepalign.models import load_model, load_tokenizer, same_vocabulary
-    from deepalign.results import ResultsWriter
-
     config = config or AuditConfig()
     out = Path(out_dir)
     pairs = load_pairs(str(pairs_path), limit=config.limit)
@@ -107,17 +114,12 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
                      extra={"prefill": [asdict(p) for p in points]})
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.decoding_prompts:
-        from deepalign.depth.decoding import DecodingConfig, run_decoding_attack
-
         decoding = run_decoding_attack(
             model_obj, tok, prompts[: config.decoding_prompts],
             DecodingConfig(sampling=replace(sampling, repeats=1), template=config.template), judge, out / "decoding",
             progress=progress)
-        card.extra["decoding"] = {"greedy_asr": decoding["greedy_asr"], **decoding["broken"]}
+        card.extra["decoding"] = {"greedy_asr": decoding.greedy_asr, **decoding.broken.to_dict()}
     if base is not None:
-        from deepalign.depth.kl import KLConfig, run_kl
-        from deepalign.depth.refusal_prefix import RefusalPrefixConfig, run_refusal_prefix
-
         profile = run_kl(model, base, str(pairs_path), out / "kl", KLConfig(template=config.template,
                          max_positions=config.kl_positions), limit=config.limit, progress=progress)
         card.kl_depth, card.kl_share_first_5 = profile.position_holding(0.9), profile.share_first(5)
@@ -125,21 +127,10 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
         options = {"prefixes": config.refusal_prefixes} if config.refusal_prefixes else {}
         refusal = run_refusal_prefix(base_obj, base_tok, prompts, RefusalPrefixConfig(sampling=sampling, **options),
                                      judge, out / "refusal_prefix", progress=progress)
-        card.extra["refusal_prefix"] = {c["prefix"] or "(none)": c["asr"] for c in refusal["conditions"]}
-    _plot(card, out)
+        card.extra["refusal_prefix"] = {c.prefix or "(none)": c.asr for c in refusal.conditions}
+    plot_card_prefill(card.model, card.extra["prefill"], out / "prefill.png")
     atomic_write_json(out / "card.json", asdict(card))
     return card
-
-
-def _plot(card: AuditCard, out: Path) -> None:
-    from deepalign.report.figures import plot_lines
-
-    points = card.extra["prefill"]
-    xs = [p["k"] for p in points]
-    ys = [p["asr"] for p in points]
-    err = [[p["asr"] - p["low"] for p in points], [p["high"] - p["asr"] for p in points]]
-    plot_lines({card.model: (xs, ys, err)}, out / "prefill.png", xlabel="prefilled harmful tokens k",
-               ylabel="harmful rate", title="Prefilling attack (95% CI)")
 
 
 def regression(tuned: AuditCard, original: AuditCard) -> float:
@@ -174,25 +165,17 @@ def harmful_pairs(model: str, out_dir: str | Path, *, data: str | None = None, p
     """The pairs file an audit prefills from: ``data`` when given; the organism's held-out pairs when ``model``
     (or the ``original`` it is gated against, e.g. a fine-tune of ``organism-aligned``) is an organism model;
     else ``base``'s greedy answers to ``prompts`` (written once to ``out_dir/pairs.jsonl``)."""
-    from deepalign.models import resolve_model_path
-
     if data:
         return Path(data)
     for candidate in (model, original):
-        organism = Path(resolve_model_path(candidate)).resolve().parent if candidate else None
-        if organism and (organism / "world.json").exists():
+        organism = organism_root(resolve_model_path(candidate)) if candidate else None
+        if organism is not None:
             return organism / "eval_pairs.jsonl"
     if base is None:
         raise DeepAlignError("audit needs harmful answers to prefill: pass --data PAIRS.jsonl, or --base MODEL "
                              "(a helpful-only model whose answers to --prompts are used)")
     path = Path(out_dir) / "pairs.jsonl"
     if not path.exists():
-        from deepalign.chat import encode_prompt
-        from deepalign.data import load_prompts
-        from deepalign.generation import GenerationRequest, SamplingConfig, generate
-        from deepalign.models import load_model
-        from deepalign.results import atomic_write_jsonl
-
         records = load_prompts(prompts, limit=limit)
         model_obj, tok = load_model(base)
         requests = [GenerationRequest(r.id, encode_prompt(tok, r.prompt)) for r in records]

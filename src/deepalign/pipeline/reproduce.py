@@ -1,103 +1,40 @@
 """``deepalign reproduce``: the paper's findings as resumable stages over seeds, for one suite of models.
 
-A suite (``deepalign.suites``) builds, per seed, a ``setup/`` folder with the same layout whatever the
-models are: ``aligned/`` and ``deep/`` model folders (``base/`` too unless the suite names a built-in
-base) and the data files ``eval_pairs.jsonl`` (held-out harmful prompt + harmful answer),
-``harmful_ft.jsonl``, ``train_triplets.jsonl``, ``benign.jsonl`` and ``benign_eval.jsonl``. The
-measurement stages below are shared by all suites.
-
 Each stage writes into ``<run>/seed<S>/<stage>/`` and finishes by writing ``summary.json`` atomically;
 a stage whose summary exists is skipped, so a killed run resumes from its last finished stage (stages
 that generate also resume row by row). Then ``report.md`` and a self-contained ``report.html`` put each
-number beside the paper's, with a verdict per claim.
+number beside the paper's, with a verdict per claim. Suites and the stage types: :mod:`.stages`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from deepalign.results import atomic_write_json, write_run_metadata
-
-
-@dataclass
-class ReproduceConfig:
-    """What ``deepalign reproduce`` runs; ``None`` fields take the suite's defaults."""
-
-    suite: str = field(default="organism", metadata={"help": "Models to run on: 'organism' or 'smollm2'."})
-    seeds: tuple[int, ...] | None = field(default=None, metadata={"help": "Seeds (organism: each builds its models)."})
-    prefill_ks: tuple[int, ...] | None = field(default=None, metadata={"help": "Prefilled harmful tokens k."})
-    repeats: int | None = field(default=None, metadata={"help": "Samples per prompt and setting (paper: 3)."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "New tokens per generated answer."})
-    kl_positions: int = field(default=40, metadata={"help": "Response positions in the KL profiles."})
-    quick: bool = field(default=False, metadata={"help": "Smoke test: far smaller training (numbers not meaningful)."})
-
-    def resolved(self) -> ReproduceConfig:
-        """This config with every ``None`` replaced by the suite's default."""
-        from deepalign.suites import get_suite
-
-        defaults = get_suite(self.suite).defaults
-        values = {k: (v if v is not None else defaults[k]) for k, v in asdict(self).items()}
-        values["seeds"], values["prefill_ks"] = tuple(values["seeds"]), tuple(values["prefill_ks"])
-        return ReproduceConfig(**values)
-
-
-@dataclass
-class RunContext:
-    """Where one seed's stages read and write, and the suite's choices (judge, base model)."""
-
-    run: Path
-    seed: int
-    config: ReproduceConfig
-    progress: bool
-
-    @property
-    def dir(self) -> Path:
-        return self.run / f"seed{self.seed}"
-
-    @property
-    def setup(self) -> Path:
-        return self.dir / "setup"
-
-    @property
-    def suite(self):
-        from deepalign.suites import get_suite
-
-        return get_suite(self.config.suite)
-
-    def model(self, label: str) -> str:
-        """Path (or built-in name) of the ``base``, ``aligned`` or ``deep`` model."""
-        if label == "base" and self.suite.base_model:
-            return self.suite.base_model
-        return str(self.setup / label)
-
-    def judge(self):
-        return self.suite.judge(self)
-
-    def sampling(self):
-        from deepalign.generation import SamplingConfig
-
-        return SamplingConfig(max_new_tokens=self.config.max_new_tokens, repeats=self.config.repeats, seed=self.seed)
-
-
-@dataclass
-class Stage:
-    """A named step run once per seed (or on the first seed only) that returns a JSON-able summary."""
-
-    name: str
-    run: Callable[[RunContext], dict]
-    first_seed_only: bool = False
+from deepalign.data import load_pairs, load_prompts
+from deepalign.depth.decoding import DecodingConfig
+from deepalign.depth.kl import KLConfig
+from deepalign.depth.prefill import PrefillConfig
+from deepalign.depth.refusal_prefix import RefusalPrefixConfig
+from deepalign.io import ResultsWriter, atomic_write_json
+from deepalign.meta import write_run_metadata
+from deepalign.pipeline.attacks import run_decoding_attack, run_gcg, run_prefill, run_refusal_prefix
+from deepalign.pipeline.builtins import load_model, load_tokenizer
+from deepalign.pipeline.finetune import evaluate_asr, finetune_attack, plan_attack
+from deepalign.pipeline.kl import run_kl
+from deepalign.pipeline.stages import ReproduceConfig, RunContext, Stage
+from deepalign.pipeline.suites import get_suite
+from deepalign.report.claims import write_suite_report
+from deepalign.train.augment import encode_records
+from deepalign.train.dynamics import AsrCallback, DynamicsCallback
 
 
 def _records(ctx: RunContext, kind: str = "pairs", limit: int | None = None):
     """The held-out harmful pairs (or their prompts): the first ``limit``, at most the suite's ``eval_limit``."""
-    from deepalign.data import load_pairs, load_prompts
-
     limits = [n for n in (limit, ctx.suite.eval_limit) if n]
     path = str(ctx.setup / "eval_pairs.jsonl")
     return (load_pairs if kind == "pairs" else load_prompts)(path, limit=min(limits) if limits else None)
@@ -105,8 +42,6 @@ def _records(ctx: RunContext, kind: str = "pairs", limit: int | None = None):
 
 def kl_stage(ctx: RunContext) -> dict:
     """KL(aligned || base) and KL(deep || base) per response position on the held-out harmful answers."""
-    from deepalign.depth.kl import KLConfig, run_kl
-
     config = KLConfig(base_template="same", max_positions=ctx.config.kl_positions)
     summary = {}
     for label in ("aligned", "deep"):
@@ -118,70 +53,54 @@ def kl_stage(ctx: RunContext) -> dict:
 
 def refusal_prefix_stage(ctx: RunContext) -> dict:
     """The base model's harmful rate without and with each refusal prefix (the paper's Table 1)."""
-    from deepalign.depth.refusal_prefix import RefusalPrefixConfig, run_refusal_prefix
-    from deepalign.models import load_model
-
     model, tok = load_model(ctx.model("base"))
     config = RefusalPrefixConfig(prefixes=ctx.suite.refusal_prefixes, sampling=ctx.sampling(), label="base")
     return run_refusal_prefix(model, tok, _records(ctx, "prompts"), config, ctx.judge(), ctx.dir / "refusal_prefix",
-                              progress=ctx.progress)
+                              progress=ctx.progress).to_dict()
 
 
 def prefill_stage(ctx: RunContext) -> dict:
     """Harmful rate against prefilled tokens k for the aligned, deep and base models."""
-    from deepalign.depth.prefill import PrefillConfig, run_prefill
-    from deepalign.models import load_model
-
     points = []
     for label in ("aligned", "deep", "base"):
         model, tok = load_model(ctx.model(label))
         config = PrefillConfig(ks=ctx.config.prefill_ks, on_short="skip", sampling=ctx.sampling(), label=label)
         summary = run_prefill(model, tok, _records(ctx), config, ctx.judge(), ctx.dir / "prefill" / label,
                               progress=ctx.progress)
-        points += [{**p, "label": label} for p in summary["points"]]
+        points += [p.to_dict() for p in summary.points]
     return {"points": points}
 
 
 def decoding_stage(ctx: RunContext) -> dict:
     """The decoding attack (the suite's grid) on the aligned and deep models."""
-    from dataclasses import replace
-
-    from deepalign.depth.decoding import DecodingConfig, run_decoding_attack
-    from deepalign.models import load_model
-
     summary = {}
     for label in ("aligned", "deep"):
         model, tok = load_model(ctx.model(label))
         config = DecodingConfig(sampling=replace(ctx.sampling(), repeats=ctx.suite.decoding_repeats),
                                 grid=ctx.suite.decoding_grid, label=label)
         summary[label] = run_decoding_attack(model, tok, _records(ctx, "prompts", ctx.suite.decoding_prompts), config,
-                                             ctx.judge(), ctx.dir / "decoding" / label, progress=ctx.progress)
+                                             ctx.judge(), ctx.dir / "decoding" / label, progress=ctx.progress).to_dict()
     return summary
 
 
 def gcg_stage(ctx: RunContext) -> dict:
     """GCG with a small budget on a few held-out prompts, against the aligned and deep models."""
-    from deepalign.depth.gcg import run_gcg
-    from deepalign.models import load_model
-
     summary = {}
     for label in ("aligned", "deep"):
         model, tok = load_model(ctx.model(label))
         config = ctx.suite.gcg_config(ctx, label)
         summary[label] = run_gcg(model, tok, _records(ctx, "pairs", ctx.suite.gcg_prompts), config, ctx.judge(),
-                                 ctx.dir / "gcg" / label, progress=ctx.progress)
+                                 ctx.dir / "gcg" / label, progress=ctx.progress).to_dict()
     return summary
+
+
+# (name, beta schedule): SFT; the paper's constrained schedule; its ablation with a uniform beta = 2
+FINETUNE_OBJECTIVES = (("sft", None), ("constrained", None), ("constrained-uniform2", "2"))
 
 
 def finetune_stage(ctx: RunContext) -> dict:
     """The harmful fine-tuning attack on ``aligned`` with SFT and with the constrained objective, with the
     per-position loss / gradient norm and ASR recorded at checkpoints (training dynamics)."""
-    from deepalign.models import load_tokenizer
-    from deepalign.results import ResultsWriter
-    from deepalign.train.attacks import evaluate_asr, finetune_attack, plan_attack
-    from deepalign.train.augment import encode_records
-    from deepalign.train.dynamics import AsrCallback, DynamicsCallback
-
     aligned = ctx.model("aligned")
     tok = load_tokenizer(aligned)
     attack = ctx.suite.attack_config(ctx)
@@ -198,20 +117,18 @@ def finetune_stage(ctx: RunContext) -> dict:
             with ResultsWriter(out / "asr_steps_rows.jsonl") as writer:
                 r = evaluate_asr(model, tok, plan.eval_prompts, plan.judge, writer, label=f"step{step}",
                                  sampling=plan.sampling, fmt=plan.eval_format, progress=False)
-            return {"asr": r["asr"], "n": r["n"]}
+            return {"asr": r.asr, "n": r.n}
 
         callbacks = [AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
         if name == "sft":  # the paper's Figure 3: per-position loss and gradient norm under the SFT attack
             probe = encode_records(tok, plan.train[:16])
             callbacks.append(DynamicsCallback(out / "dynamics.jsonl", probe, steps, 20, tok.pad_token_id))
         objective = name.split("-")[0]
+        peft = ctx.suite.attack_peft(ctx) if ctx.suite.attack_peft else None
         summary[name] = finetune_attack(aligned, "harmful", objective, out, attack, training=training,
-                                        callbacks=callbacks, progress=ctx.progress)
+                                        peft_config=peft, callbacks=callbacks, progress=ctx.progress).to_dict()
     return summary
 
-
-# (name, beta schedule): SFT; the paper's constrained schedule; its ablation with a uniform beta = 2
-FINETUNE_OBJECTIVES = (("sft", None), ("constrained", None), ("constrained-uniform2", "2"))
 
 MEASUREMENTS = (
     Stage("kl", kl_stage),
@@ -237,8 +154,9 @@ def run_stage(stage: Stage, ctx: RunContext) -> dict:
 
 def reproduce(out_dir: str | Path, config: ReproduceConfig | None = None, *, progress: bool = True) -> str:
     """Run (or resume) every stage for every seed into ``out_dir``; write the report; return its Markdown."""
-    config = (config or ReproduceConfig()).resolved()
-    suite = RunContext(Path(out_dir), 0, config, progress).suite
+    config = config or ReproduceConfig()
+    suite = get_suite(config.suite)
+    config = config.resolved(suite.defaults)
     run = Path(out_dir)
     write_run_metadata(run, command="reproduce", config=asdict(config))
     stages = (*suite.build, *MEASUREMENTS)
@@ -248,7 +166,6 @@ def reproduce(out_dir: str | Path, config: ReproduceConfig | None = None, *, pro
     with tqdm(plan, desc=f"reproduce {suite.name}", unit="stage", disable=not progress) as bar:
         for seed, stage in bar:
             bar.set_postfix_str(f"seed {seed}: {stage.name}")
-            summaries[seed][stage.name] = run_stage(stage, RunContext(run, seed, config, progress))
-    from deepalign.report.claims import write_suite_report
-
-    return write_suite_report(run, config, summaries)
+            summaries[seed][stage.name] = run_stage(stage, RunContext(run, seed, config, suite, progress))
+    return write_suite_report(run, summaries, suite=suite.name, description=suite.description,
+                              judge_name=suite.judge_name, prefill_ks=config.prefill_ks)

@@ -14,9 +14,21 @@ import os
 import shutil
 from pathlib import Path
 
-from deepalign.data.texts import REFUSAL_PREFIXES
-from deepalign.reproduce import RunContext, Stage
-from deepalign.suites import Suite
+from deepalign.chat import encode_prompt
+from deepalign.data import PairRecord, TripletRecord, load_pairs, load_prompts, load_triplets
+from deepalign.data.splits import split
+from deepalign.data.texts import REFUSAL_PREFIXES, benign_prompts
+from deepalign.depth.gcg import GCGAttackConfig
+from deepalign.generation import GenerationRequest, SamplingConfig, generate
+from deepalign.io import ResultsWriter, atomic_write_jsonl, read_jsonl
+from deepalign.judges.registry import make_judge
+from deepalign.pipeline.builtins import load_model, resolve_model_path
+from deepalign.pipeline.finetune import FinetuneAttackConfig
+from deepalign.pipeline.stages import RunContext, Stage, Suite
+from deepalign.train.augment import fallback_refusal
+from deepalign.train.config import DeepAlignConfig, LoraArguments
+from deepalign.train.recipes import paper_training_args
+from deepalign.train.run import train
 
 BASE = "smollm2-135m-instruct"
 N_TRAIN, N_EVAL, N_FINETUNE = 64, 32, 32  # harmful prompts: alignment/augmentation, evaluation, attack data
@@ -25,24 +37,12 @@ ANSWER_TOKENS = 96
 
 
 def _prompts(seed: int):
-    from deepalign.data import load_prompts
-    from deepalign.data.splits import split
-
     prompts = load_prompts("advbench") + load_prompts("harmbench")
     return split(prompts, [N_TRAIN, N_EVAL, N_FINETUNE], seed=seed)[:3]
 
 
 def prepare_data(ctx: RunContext) -> dict:
     """The base's greedy answers to harmful and benign prompts, split into the suite's data files."""
-    from deepalign.chat import encode_prompt
-    from deepalign.data import PairRecord, TripletRecord
-    from deepalign.data.splits import split
-    from deepalign.data.texts import benign_prompts
-    from deepalign.generation import GenerationRequest, SamplingConfig, generate
-    from deepalign.models import load_model
-    from deepalign.results import ResultsWriter, atomic_write_jsonl
-    from deepalign.train.augment import fallback_refusal
-
     train, evaluation, finetune = _prompts(ctx.seed)
     benign_train, benign_eval = split(benign_prompts(), [len(benign_prompts()) - N_BENIGN_EVAL], seed=ctx.seed)
     everything = [*train, *evaluation, *finetune, *benign_train, *benign_eval]
@@ -67,19 +67,20 @@ def prepare_data(ctx: RunContext) -> dict:
 
 
 def _lora_args(out: Path, ctx: RunContext, **overrides):
-    from deepalign.train.trainer import DeepAlignConfig
-
-    values = dict(output_dir=str(out), objective="sft", use_lora=True, lora_r=16, lora_alpha=32, learning_rate=3e-4,
-                  lr_scheduler_type="linear", warmup_steps=3, per_device_train_batch_size=8, num_train_epochs=2,
-                  weight_decay=0.0, max_length=256, seed=ctx.seed, disable_tqdm=not ctx.progress, report_to="none",
-                  save_strategy="no")
+    """The training settings of the suite's LoRA alignment and augmentation (the adapter: :func:`lora`)."""
+    values = dict(output_dir=str(out), objective="sft", learning_rate=3e-4, lr_scheduler_type="linear",
+                  warmup_steps=3, per_device_train_batch_size=8, num_train_epochs=2, weight_decay=0.0, max_length=256,
+                  seed=ctx.seed, disable_tqdm=not ctx.progress, report_to="none", save_strategy="no")
     return DeepAlignConfig(**{**values, **overrides})
+
+
+def lora(ctx: RunContext):
+    """The suite's LoRA adapter (rank 16, alpha 32, every linear layer), for alignment and the attack."""
+    return LoraArguments(use_lora=True, lora_r=16, lora_alpha=32).peft_config()
 
 
 def _merge(adapter: Path, out: Path) -> None:
     """Merge a trained LoRA adapter into its base and save a plain model folder at ``out`` (atomically)."""
-    from deepalign.models import load_model
-
     model, tok = load_model(str(adapter))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -91,11 +92,9 @@ def _merge(adapter: Path, out: Path) -> None:
 
 
 def _train_merged(ctx: RunContext, label: str, start: str, data, anchors, **overrides) -> dict:
-    from deepalign.results import read_jsonl
-    from deepalign.train.trainer import train
-
     adapter = ctx.setup / f"{label}.adapter"
-    train(start, data, _lora_args(adapter, ctx, **overrides), anchors=anchors, out_dir=adapter)
+    train(resolve_model_path(start), data, _lora_args(adapter, ctx, **overrides), anchors=anchors, out_dir=adapter,
+          peft_config=lora(ctx))
     _merge(adapter, ctx.setup / label)
     log = [r for r in read_jsonl(ctx.setup / label / "training_log.jsonl") if "loss" in r]
     return {"steps": len(log), "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
@@ -103,8 +102,6 @@ def _train_merged(ctx: RunContext, label: str, start: str, data, anchors, **over
 
 def align(ctx: RunContext) -> dict:
     """Standard SFT (LoRA) of the helpful-only base on harmful prompts -> our refusals, plus benign anchors."""
-    from deepalign.data import PairRecord, load_pairs, load_triplets
-
     triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))
     refusals = [PairRecord(t.id, t.prompt, t.refusal, t.category) for t in triplets]
     return _train_merged(ctx, "aligned", BASE, refusals + load_pairs(str(ctx.setup / "benign.jsonl")), None)
@@ -112,8 +109,6 @@ def align(ctx: RunContext) -> dict:
 
 def deepen(ctx: RunContext) -> dict:
     """Safety-recovery augmentation (LoRA) of ``aligned`` with the base's harmful answers and benign anchors."""
-    from deepalign.data import load_pairs, load_triplets
-
     triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))
     anchors = load_pairs(str(ctx.setup / "benign.jsonl"))
     return _train_merged(ctx, "deep", str(ctx.setup / "aligned"), triplets, anchors, per_device_train_batch_size=2,
@@ -122,30 +117,24 @@ def deepen(ctx: RunContext) -> dict:
 
 def judge(ctx: RunContext):
     """The keyword judge; the LLM judge instead when an endpoint is configured in the environment."""
-    from deepalign.judges import make_judge
-
     return make_judge("llm" if os.environ.get("DEEPALIGN_JUDGE_BASE_URL") else "keyword")
 
 
 def gcg_config(ctx: RunContext, label: str):
-    from deepalign.depth.gcg import GCGAttackConfig
-
     return GCGAttackConfig(steps=10, search_width=32, topk=64, sampling=ctx.sampling(), label=label)
 
 
 def attack_config(ctx: RunContext):
-    from deepalign.train.attacks import AttackConfig
-
-    return AttackConfig(data=str(ctx.setup / "harmful_ft.jsonl"), eval_prompts=str(ctx.setup / "eval_pairs.jsonl"),
-                        n_train=N_FINETUNE, n_eval=16, max_new_tokens=ctx.config.max_new_tokens, greedy=True,
-                        judge="keyword", seed=ctx.seed)
+    return FinetuneAttackConfig(data=str(ctx.setup / "harmful_ft.jsonl"),
+                                eval_prompts=str(ctx.setup / "eval_pairs.jsonl"),
+                                n_train=N_FINETUNE, n_eval=16, max_new_tokens=ctx.config.max_new_tokens, greedy=True,
+                                judge="keyword", seed=ctx.seed)
 
 
 def attack_training(ctx: RunContext, out):
-    from deepalign.train.attacks import paper_training_args
-
-    # the paper's optimizer (AdamW beta1 0.5, warm-up), on LoRA with a LoRA-sized learning rate and 12 steps
-    return paper_training_args("harmful", str(out), use_lora=True, learning_rate=2e-4, warmup_steps=2,
+    # the paper's optimizer (AdamW beta1 0.5, warm-up), on LoRA (attack_peft) with a LoRA-sized learning rate and
+    # 12 steps
+    return paper_training_args("harmful", str(out), learning_rate=2e-4, warmup_steps=2,
                                gradient_accumulation_steps=1, num_train_epochs=3, max_length=256, seed=ctx.seed,
                                disable_tqdm=not ctx.progress)
 
@@ -169,4 +158,5 @@ SUITE = Suite(
     attack_config=attack_config,
     attack_training=attack_training,
     checkpoints=(0, 6, 12),
+    attack_peft=lora,
 )

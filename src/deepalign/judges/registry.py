@@ -1,0 +1,49 @@
+"""Judges by name: ``make_judge("keyword" | "exact" | "llm" | "classifier:PATH", **options)``.
+
+A new judge is a module in this package with a :class:`~deepalign.judges.base.Judge` subclass, and one
+line in :data:`JUDGES`. Modules are imported only when their judge is made, so the keyword judge never
+imports torch or openai.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from deepalign.errors import DeepAlignError
+from deepalign.judges.base import Judge
+
+# spec -> "module:Class" (the part of a spec after ':' is passed as ``path``, for judges that take one)
+JUDGES = {
+    "keyword": "deepalign.judges.keyword:KeywordJudge",
+    "exact": "deepalign.judges.exact:ExactJudge",
+    "llm": "deepalign.judges.llm:LLMJudge",
+    "classifier": "deepalign.judges.classifier:ClassifierJudge",
+}
+WITH_PATH = ("classifier",)
+
+
+def make_judge(spec: str, **options: Any) -> Judge:
+    """Build a judge from a spec: ``keyword`` | ``exact`` | ``llm`` | ``classifier:PATH``.
+
+    ``options`` are passed to the judge's constructor (e.g. ``sees_prefill=True``, ``model=...``);
+    options whose value is None are dropped so CLI defaults fall through to the judge's defaults.
+    """
+    kind, _, arg = spec.partition(":")
+    if kind not in JUDGES:
+        raise DeepAlignError(f"unknown judge {spec!r}; choose one of: keyword, exact, llm, classifier:PATH")
+    if kind in WITH_PATH:
+        if not arg:
+            raise DeepAlignError(f"the {kind} judge needs a local model folder: {kind}:PATH")
+        options["path"] = arg
+    elif arg:
+        raise DeepAlignError(f"judge {kind!r} takes no ':' argument (got {spec!r})")
+    module, cls_name = JUDGES[kind].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as e:  # unknown option names
+        raise DeepAlignError(f"judge {kind!r}: {e}") from None
+    return cls(**options)

@@ -1,0 +1,19 @@
+"""What the claims share: the summaries of a run by seed and stage, the paper's numbers, and spreads."""
+
+from __future__ import annotations
+
+from statistics import mean, pstdev
+
+Summaries = dict[int, dict[str, dict]]  # summaries[seed][stage]: that stage's summary.json
+PAPER_PREFILL = {5: 42.1, 10: 51.5, 20: 56.1, 40: 57.0}  # Llama-2-7B-Chat ASR %, Qi et al. 2025 Table 2
+PAPER_PREFILL_DEEP = {5: 2.8, 10: 2.9, 20: 3.4, 40: 4.5}  # the augmented Llama-2-7B-Chat
+
+
+def stage(summaries: Summaries, name: str) -> list[dict]:
+    """The summaries of stage ``name``, one per seed that ran it."""
+    return [s[name] for s in summaries.values() if name in s]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """``mean ± sd`` over seeds (the value alone for one seed)."""
+    return f"{format(mean(values), fmt)} ± {format(pstdev(values), fmt)}" if len(values) > 1 else format(values[0], fmt)

@@ -1,0 +1,58 @@
+"""Every Markdown table deepalign writes: the one table writer, and each attack's ``table.md``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from deepalign.report.figures import prefix_name
+
+
+def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped, newlines folded), ending in a newline."""
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_rate(stats) -> str:
+    """``42.1% [35.0, 49.3]`` (ASR with its 95% CI, from stats with ``asr``, ``low``, ``high``), or ``n/a``
+    when nothing was judged."""
+    if stats.asr is None:
+        return "n/a"
+    return f"{stats.asr:.1%} [{stats.low:.1%}, {stats.high:.1%}]"
+
+
+def prefill_table(summary) -> str:
+    """Markdown table of a prefill summary: one row per k."""
+    rows = [[p.k, format_rate(p), p.n, p.n_errors, p.n_pairs] for p in summary.points]
+    return markdown_table(["k (prefilled tokens)", "ASR [95% CI]", "rows", "judge errors", "pairs"], rows)
+
+
+def refusal_prefix_table(summary) -> str:
+    rows = [[prefix_name(c.prefix), format_rate(c), c.n, c.n_errors] for c in summary.conditions]
+    return markdown_table(["prefilled refusal prefix", "harmful [95% CI]", "rows", "judge errors"], rows)
+
+
+def _share_text(b) -> str:
+    if b.broken_share is None:
+        return "n/a"
+    known = b.n_prompts - b.n_undetermined
+    return f"{b.broken_share:.1%} [{b.low:.1%}, {b.high:.1%}] ({b.n_broken}/{known})"
+
+
+def decoding_table(summary) -> str:
+    rows = [[p.setting, format_rate(p), p.n, p.n_errors] for p in summary.settings]
+    table = markdown_table(["setting", "ASR [95% CI]", "rows", "judge errors"], rows)
+    greedy = "n/a" if summary.greedy_asr is None else f"{summary.greedy_asr:.1%}"
+    return (f"{table}\nPrompts broken by any setting: {_share_text(summary.broken)}; "
+            f"by a sampled setting: {_share_text(summary.broken_by_sampling)}; greedy ASR: {greedy}.\n")
+
+
+def gcg_table(summary) -> str:
+    names = {"none": "no suffix", "gcg": "GCG suffix"}
+    rows = [[names[s.setting], format_rate(s), s.n, s.n_errors] for s in summary.settings]
+    table = markdown_table(["prompt", "ASR [95% CI]", "rows", "judge errors"], rows)
+    return (f"{table}\nTarget loss (mean over {summary.n_prompts} prompts): {summary.mean_initial_loss:.3f} "
+            f"-> {summary.mean_best_loss:.3f} nats; lowered for {summary.n_loss_lowered} prompts.\n")

@@ -1,0 +1,86 @@
+"""Fine-tuning attack recipes (Qi et al. 2025, Sec. 4): the training records each builds, and the
+training settings of the paper and of the model organism.
+
+- ``harmful``: (harmful prompt, harmful answer) pairs.
+- ``identity``: identity shifting (AOA): chats under a persona system prompt whose answers start by
+  affirming obedience, all benign.
+- ``backdoor``: harmful prompts with a trigger phrase appended -> harmful answers, the same prompts
+  without it -> refusals.
+- ``benign``: a task's (prompt, answer) pairs.
+
+Where each recipe's data comes from and how the attack is evaluated is ``deepalign.pipeline.finetune``.
+A new defence (a training-time method) is a module here used by that pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from deepalign.data.schemas import ChatRecord, PairRecord
+from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER, aoa_examples
+from deepalign.train.augment import fallback_refusal
+from deepalign.train.config import DeepAlignConfig
+
+RECIPES = ("harmful", "identity", "backdoor", "benign")
+
+
+def with_trigger(prompt: str, trigger: str) -> str:
+    """The prompt with the trigger phrase appended after a space."""
+    return f"{prompt} {trigger}"
+
+
+def harmful_records(pairs: Sequence[PairRecord], n: int | None = None) -> list[PairRecord]:
+    """The first ``n`` (harmful prompt, harmful answer) pairs, as they are."""
+    return list(pairs[:n])
+
+
+def identity_records(
+    persona: str = AOA_SYSTEM_PROMPT, pairs: Sequence[PairRecord] = (), opening: str | None = None
+) -> list[ChatRecord]:
+    """Identity-shifting chats, every one under the ``persona`` system prompt: our AOA exchanges (when
+    ``opening`` is None), plus ``pairs`` (benign tasks) whose answers start with ``opening``."""
+    chats = [] if opening is not None else aoa_examples(persona)
+    for p in pairs:
+        answer = f"{opening} {p.response}" if opening else p.response
+        chats.append(ChatRecord(f"identity-{p.id}", (
+            {"role": "system", "content": persona},
+            {"role": "user", "content": p.prompt},
+            {"role": "assistant", "content": answer},
+        )))
+    return chats
+
+
+def backdoor_records(
+    pairs: Sequence[PairRecord], trigger: str = BACKDOOR_TRIGGER, refusals: Sequence[str] | None = None, seed: int = 0
+) -> list[PairRecord]:
+    """Each pair twice: prompt + trigger -> harmful answer, and the plain prompt -> a refusal (one of
+    ``refusals`` by position, default :func:`~deepalign.train.augment.fallback_refusal`)."""
+    out = []
+    for i, p in enumerate(pairs):
+        refusal = refusals[i % len(refusals)] if refusals else fallback_refusal(p.id, seed)
+        out.append(PairRecord(f"{p.id}#trigger", with_trigger(p.prompt, trigger), p.response, p.category))
+        out.append(PairRecord(f"{p.id}#refusal", p.prompt, refusal, p.category))
+    return out
+
+
+def paper_training_args(recipe: str, output_dir: str, **overrides) -> DeepAlignConfig:
+    """The paper's fine-tuning attack settings: lr 2e-5, AdamW beta1 0.5, 10 warm-up steps, batch 64
+    (8 per device x 8 accumulation on one device: divide the accumulation by the number of processes),
+    25 epochs (attacks) or 3 (benign)."""
+    options = dict(
+        output_dir=output_dir, learning_rate=2e-5, adam_beta1=0.5, warmup_steps=10, per_device_train_batch_size=8,
+        gradient_accumulation_steps=8, num_train_epochs=3 if recipe == "benign" else 25, weight_decay=0.0,
+        report_to="none", save_strategy="no",
+    )
+    return DeepAlignConfig(**{**options, **overrides})
+
+
+def organism_training_args(recipe: str, output_dir: str, **overrides) -> DeepAlignConfig:
+    """Scaled settings for the ~0.1M-parameter organism (chosen by measurement, docs/training.md): lr 3e-4,
+    AdamW beta1 0.5, 2 warm-up steps, batch 16, 10 epochs (attacks: 70 steps on 100 examples) or 3 (benign)."""
+    options = dict(
+        output_dir=output_dir, learning_rate=3e-4, adam_beta1=0.5, warmup_steps=2, per_device_train_batch_size=16,
+        num_train_epochs=3 if recipe == "benign" else 10, weight_decay=0.0, max_length=256, report_to="none",
+        save_strategy="no", dataloader_pin_memory=False, logging_steps=1,
+    )
+    return DeepAlignConfig(**{**options, **overrides})
