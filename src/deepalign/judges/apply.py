@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,6 @@ def judge_file(
                 writer.write({**row, **verdict})
         wanted = {str(r["id"]) for r in rows}
         judged = [r for r in writer.rows() if str(r["id"]) in wanted]
-    stats = JudgeSummary.of_rows(judged)
-    summary = JudgeSummary(**{**stats.to_dict(), "judge": judge.describe()})
+    summary = replace(JudgeSummary.of_rows(judged), judge=judge.describe())
     atomic_write_json(out / "summary.json", summary.to_dict())
     return summary

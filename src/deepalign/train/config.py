@@ -98,12 +98,12 @@ class LoraArguments:
     """LoRA flags of ``deepalign train`` / ``finetune``; :meth:`peft_config` turns them into a ``LoraConfig``."""
 
     use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch input."})
     lora_target_modules: str = field(
         default="all-linear", metadata={"help": "Comma-separated module names for LoRA, or 'all-linear'."}
     )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch input."})
 
     def peft_config(self):
         """The ``peft.LoraConfig`` (causal LM) of these flags, or None without ``use_lora``."""
