@@ -56,8 +56,11 @@ def add_field(parser, config: Any, name: str, flag: str | None = None, **overrid
         kwargs["default"] = list(default) if default is not None else None
     else:
         kwargs["type"] = annotation if annotation in (int, float) else str
-    if kwargs.get("help") and "default" not in kwargs["help"] and default not in (None, False, (), ""):
+    shown = not (default is None or default is False or default == () or default == "")
+    if kwargs.get("help") and "default" not in kwargs["help"] and shown:
         kwargs["help"] = f"{kwargs['help'].rstrip('.')} (default: {_shown(default)})"
+    if flag and "action" not in kwargs:  # the value's name in the usage: the option's, not the field's
+        kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
     kwargs.update(overrides)
     return parser.add_argument(flag or f"--{name.replace('_', '-')}", **kwargs)
 
