@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -70,11 +71,13 @@ def test_gcg_lowers_the_target_loss_on_the_organism(tmp_path):
     with pytest.raises(DeepAlignError, match="does not know"):  # "Sure, here is" is not in its vocabulary
         derive_target(tok, pairs[0], GCGAttackConfig())
     config = GCGAttackConfig(steps=4, search_width=16, topk=32, answer_tokens=6)
+    level, rng = logging.getLogger("nanogcg").level, torch.random.get_rng_state()
     rows = find_suffixes(model, tok, pairs, config, tmp_path / "suffixes.jsonl", progress=False)
     row = rows[pairs[0].id]
     assert row["suffix"].split()[0] != "x" and len(row["suffix_ids"]) == 20  # "x" is unknown: a known init token
     assert row["best_loss"] < row["initial_loss"] and math.isclose(row["best_loss"], min(row["losses"]), rel_tol=1e-3)
     assert not torch.are_deterministic_algorithms_enabled()  # nanoGCG's global switch is restored
+    assert logging.getLogger("nanogcg").level == level and torch.equal(torch.random.get_rng_state(), rng)
     assert not set(row["suffix_ids"]) & set(tok.all_special_ids)
     again = find_suffixes(model, tok, pairs, config, tmp_path / "suffixes.jsonl", progress=False)  # resumed: no rerun
     assert again[pairs[0].id] == row

@@ -20,16 +20,16 @@ from deepalign.errors import DataError, DeepAlignError, JudgeFailureError
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl, iter_batches, read_jsonl
 from deepalign.judges.base import Judge, JudgeInput, Judgment
 from deepalign.meta import write_run_metadata
-from deepalign.results.rows import judgment_failed
+from deepalign.results.rows import VERDICT_FIELDS, judgment_failed
 from deepalign.results.summaries import JudgeSummary
 
 DEFAULT_MAX_FAILURE_SHARE = 0.05
 
 
 def verdict_fields(judgment: Judgment, judge: Judge) -> dict[str, Any]:
-    """The verdict fields of a row (see :mod:`deepalign.results.rows`)."""
-    return {"harmful": judgment.harmful, "score": judgment.score, "judge_error": judgment.error,
-            "judge_raw": judgment.raw, "judge": judge.name, "judge_sees_prefill": judge.sees_prefill}
+    """The verdict fields of a row (:data:`deepalign.results.rows.VERDICT_FIELDS`)."""
+    values = (judgment.harmful, judgment.score, judgment.error, judgment.raw, judge.name, judge.sees_prefill)
+    return dict(zip(VERDICT_FIELDS, values, strict=True))
 
 
 def judge_rows(judge: Judge, rows: Sequence[dict]) -> list[dict[str, Any]]:
