@@ -78,6 +78,18 @@ def test_token_logps_matches_cross_entropy_and_uses_float32():
     lp16 = token_logps(logits.bfloat16(), labels)
     assert lp16.dtype == torch.float32
     assert torch.allclose(lp16, token_logps(logits.bfloat16().float(), labels), atol=1e-5)
+    assert torch.equal(token_logps(logits.bfloat16(), labels, chunk_size=1), lp16)  # chunking changes nothing
+    # float32 logits are read in place; on CPU that is bitwise the target logit minus the logsumexp of the
+    # gathered supervised rows, values and gradients alike
+    x = logits.clone().requires_grad_(True)
+    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
+    picked = x[rows, cols]
+    gathered = torch.zeros(labels.shape).index_put((rows, cols + 1), picked.gather(
+        -1, labels[rows, cols + 1].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1))
+    direct = token_logps(x, labels)
+    assert torch.equal(direct, gathered)
+    weights = torch.rand(labels.shape)
+    assert torch.equal(*(torch.autograd.grad((t * weights).sum(), x)[0] for t in (direct, gathered)))
 
 
 def test_column_zero_and_empty_batch():

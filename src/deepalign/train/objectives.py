@@ -109,13 +109,20 @@ def token_logps(logits: Tensor, labels: Tensor, chunk_size: int = 1024) -> Tenso
     """log pi(labels[:, i] | input[:, :i]) [B, L], aligned with labels; 0 where ignored and at column 0.
 
     logits [B, L, V] (any float dtype) come from the same forward as labels [B, L]; row i - 1 predicts
-    label i. Only supervised rows are read; they are turned into log-probs ``chunk_size`` rows at a time
-    in at least float32 (target logit minus logsumexp), so no [B, L, V] float32 copy is made.
+    label i. Each log-prob is the target logit minus the row's logsumexp, in at least float32. Float32
+    logits are read where they are (no gathered copy; on CPU the values and gradients are bitwise those
+    of the gathered form); lower-precision logits are read only at supervised rows, turned into float32
+    ``chunk_size`` rows at a time, so no [B, L, V] float32 copy is made.
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    rows, cols = response_mask(labels).nonzero(as_tuple=True)
+    mask = response_mask(labels)
+    if logits.dtype == dtype:
+        x = logits[:, :-1]  # [B, L - 1, V]: row i - 1 predicts label i
+        target = x.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return F.pad(torch.where(mask[:, 1:], target - torch.logsumexp(x, dim=-1), 0.0), (1, 0))
+    rows, cols = mask.nonzero(as_tuple=True)
     out = torch.zeros(labels.shape, dtype=dtype, device=logits.device)
     if rows.numel() == 0:
         return out + logits[..., :0].sum()  # 0, but in the graph: backward() on an empty batch still works
