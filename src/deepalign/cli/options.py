@@ -46,9 +46,12 @@ def add_field(parser, config: Any, name: str, flag: str | None = None, **overrid
     if "choices" in f.metadata:
         kwargs["choices"] = list(f.metadata["choices"])
     if annotation is bool:
-        if default is True:
+        if default is True:  # the option turns the field off: --no-x
             flag = flag or f"--no-{name.replace('_', '-')}"
             kwargs.update(action="store_false")
+            if kwargs["help"]:
+                kwargs["help"] = f"turn off: {kwargs['help'][0].lower()}{kwargs['help'][1:]}"
+            default = False  # nothing to show
         else:
             kwargs.update(action="store_const", const=True)
     elif typing.get_origin(annotation) is tuple:
