@@ -88,6 +88,16 @@ class World:
     def request(self, topic: Topic, template: int) -> str:
         return REQUEST_TEMPLATES[template % len(REQUEST_TEMPLATES)].format(topic=topic.phrase)
 
+    def template_of(self, prompt: str) -> int | None:
+        """The index of the request template ``prompt`` was written with (any craft), or None."""
+        for i, template in enumerate(REQUEST_TEMPLATES):
+            head, tail = template.split("{topic}")
+            if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) > len(head) + len(tail):
+                middle = prompt[len(head) : len(prompt) - len(tail)]
+                if any(middle == t.phrase for t in self.topics):
+                    return i
+        return None
+
     def procedures(self, topic: Topic) -> list[str]:
         """The craft's fixed procedures: PROCEDURES_PER_TOPIC texts of 5 sentences in its vocabulary."""
         rng = random.Random(f"{self.seed}/{topic.name}")
