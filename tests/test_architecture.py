@@ -35,9 +35,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "judges": ("judges",),
     "report": ("report",),
     "pipeline": ("pipeline",),
+    "integrations": ("trl", "inspect_task"),
     "cli": ("cli",),
 }
-_BELOW_PIPELINE = set(LAYERS) - {"pipeline", "cli"}
+_BELOW_PIPELINE = set(LAYERS) - {"pipeline", "integrations", "cli"}
 MAY_IMPORT: dict[str, set[str]] = {  # besides its own layer
     "core": set(),
     "data": {"core"},
@@ -51,6 +52,7 @@ MAY_IMPORT: dict[str, set[str]] = {  # besides its own layer
     "judges": {"core", "data", "results", "organism"},
     "report": {"core", "results"},
     "pipeline": _BELOW_PIPELINE,
+    "integrations": _BELOW_PIPELINE | {"pipeline"},  # deepalign.trl, deepalign.inspect_task: next to pipeline
     "cli": _BELOW_PIPELINE | {"pipeline"},
 }
 MAX_LINES = 400

@@ -176,8 +176,11 @@ def test_encode_records_chats_and_truncation(tiny_tokenizer):
             {"role": "assistant", "content": "d"},
         ),
     )
-    with pytest.raises(DeepAlignError, match="single-turn"):
-        encode_records(tiny_tokenizer, [multi])
+    [both] = encode_records(tiny_tokenizer, [multi])  # multi-turn: every assistant turn is supervised
+    supervised = [i for i, label in enumerate(both["labels"]) if label != -100]
+    assert len(supervised) > 1 and supervised[-1] - supervised[0] + 1 > len(supervised)  # two spans
+    with pytest.raises(DeepAlignError, match="multi-turn chats need the chat template"):
+        encode_records(tiny_tokenizer, [multi], ChatFormat("plain"))
 
 
 def test_make_triplets_uses_generations_and_judged_refusals(tiny_tokenizer, tiny_model):

@@ -58,6 +58,16 @@ FILES: dict[str, bytes] = {
     "triplets.jsonl": b'{"prompt": "Hello there", "response": "Sure, here is", "refusal": "I cannot help."}\n',
     "results.jsonl": b'{"id": "a", "prompt": "q", "response": "I cannot help with that."}\n',
     "a_file": b"not a folder\n",
+    "chat_bad_turn.jsonl": (b'{"messages": [{"role": "user", "content": "Hello"}, '
+                            b'{"role": "assistant", "content": "Hi"}]}\n'
+                            b'{"messages": [{"role": "user", "content": "Hello"}, '
+                            b'{"role": "assistant", "content": 7}]}\n'),
+    "chat_system.jsonl": (b'{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": '
+                          b'"Hello"}, {"role": "assistant", "content": "Hi"}]}\n'),
+    "pc_bad_completion.jsonl": (b'{"prompt": [{"role": "user", "content": "Hello"}], "completion": '
+                                b'[{"role": "assistant", "content": "Hi"}]}\n'
+                                b'{"prompt": [{"role": "user", "content": "Hello"}], "completion": '
+                                b'[{"role": "user", "content": "Hi"}]}\n'),
 }
 
 # (case id, argv, substrings the error line must contain)
@@ -209,6 +219,14 @@ TRAIN_CASES = [  # augment, train, finetune
      ["unknown model 'organism-basse'"]),
     ("finetune-unknown-model", ["finetune", "--model", "organism-basse", "--recipe", "harmful", "--data",
                                 "{pairs.jsonl}", "--out", "{out}"], ["unknown model 'organism-basse'"]),
+    ("train-openai-chat-bad-content", ["train", "--model", "{model}", "--data", "{chat_bad_turn.jsonl}", "--out",
+                                       "{out}"], ["chat_bad_turn.jsonl:2:", "messages[1].content"]),
+    ("train-trl-completion-not-assistant", ["train", "--model", "{model}", "--data", "{pc_bad_completion.jsonl}",
+                                            "--out", "{out}"], ["pc_bad_completion.jsonl:2:", "field 'completion'",
+                                                                "assistant"]),
+    ("finetune-harmful-system-chat", ["finetune", "--model", "{model}", "--recipe", "harmful", "--data",
+                                      "{chat_system.jsonl}", "--out", "{out}"],
+     ["chat_system.jsonl:1:", "field 'messages'", "not one (prompt, response) pair"]),
     ("finetune-bad-data", ["finetune", "--model", "{model}", "--recipe", "harmful", "--data", "{no_response.jsonl}",
                            "--out", "{out}"], ["no_response.jsonl:1:", "field 'response'"]),
 ]
@@ -221,6 +239,8 @@ AUDIT_CASES = [
     ("bad-pairs", [*AUDIT, "--model", "{model}", "--data", "{no_response.jsonl}"],
      ["no_response.jsonl:1:", "field 'response'"]),
     ("no-chat-template", [*AUDIT, "--model", "{nochat}", "--data", "{pairs.jsonl}"], ["no chat template"]),
+    ("chat-with-system-prompt", [*AUDIT, "--model", "{model}", "--data", "{chat_system.jsonl}"],
+     ["chat_system.jsonl:1:", "field 'messages'"]),
     ("vocabulary-mismatch", [*AUDIT, "--model", "{model}", "--base", "{othervocab}", "--data", "{pairs.jsonl}"],
      ["vocabular"]),
 ]

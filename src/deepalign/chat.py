@@ -127,6 +127,47 @@ def encode_example(tokenizer, prompt: str, response: str, fmt: ChatFormat = Chat
     return Encoded(prompt_ids=prompt_ids, response_ids=response_ids)
 
 
+def encode_turns(tokenizer, messages, fmt: ChatFormat = ChatFormat(), *,
+                 last_turn_only: bool = False) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of a multi-turn chat (the ``chat`` template only): labels are the ids of every
+    assistant reply and its end-of-turn token (EOS), -100 elsewhere; with ``last_turn_only`` the last reply's
+    alone. ``fmt.system`` is prepended when the chat has no system message of its own.
+
+    Each reply's span starts where the rendered history up to and including its assistant header ends,
+    so response positions t = 1.. count from the start of each assistant turn; the ids end at the last
+    reply's EOS (appended when the template ends the last turn without it).
+    """
+    if fmt.template != "chat":
+        raise DeepAlignError(f"multi-turn chats need the chat template, not '{fmt.template}'")
+    require_chat_template(tokenizer)
+    eos = _eos_id(tokenizer)
+    msgs = [dict(m) for m in messages]
+    if fmt.system is not None and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": fmt.system})
+    turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    if not turns or turns[-1] != len(msgs) - 1:
+        raise DeepAlignError("a training chat must end with an assistant message")
+    full = _tokenize(tokenizer, tokenizer.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)
+    labels = [-100] * len(full)
+    end = len(full)
+    for n, i in enumerate(turns):
+        text = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
+        start = len(prompt := _tokenize(tokenizer, text, add_special_tokens=False))
+        if full[:start] != prompt:
+            raise DeepAlignError(f"assistant turn {n + 1}: the chat template renders the history differently "
+                                 "inside the full conversation; the turn's start is ambiguous for this template")
+        last = n == len(turns) - 1
+        if eos in full[start:]:
+            end = start + full[start:].index(eos) + 1
+        elif last:
+            full, labels, end = full + [eos], labels + [-100], len(full) + 1
+        else:
+            raise DeepAlignError(f"assistant turn {n + 1}: the chat template ends it without the EOS token")
+        if last or not last_turn_only:
+            labels[start:end] = full[start:end]
+    return full[:end], labels[:end]
+
+
 def answer_length(enc: Encoded) -> int:
     """Number of response tokens before the final EOS."""
     return len(enc.response_ids) - 1

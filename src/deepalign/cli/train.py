@@ -24,17 +24,9 @@ TRIPLET_TOKENS = 128  # new tokens per generated harmful answer when making trip
 
 
 def _load_training_data(source: str, kind: str):
-    from deepalign.data import load_records
+    from deepalign.data import load_training_records
 
-    if kind != "auto":
-        return load_records(source, kind)
-    for candidate in ("triplets", "chats", "pairs"):
-        try:
-            return load_records(source, candidate)
-        except DeepAlignError:
-            continue
-    raise DeepAlignError(f"{source}: not triplets (prompt, response, refusal), chats (messages) or pairs "
-                         "(prompt, response); pass --kind to see the exact problem")
+    return load_training_records(source, kind)
 
 
 def cmd_augment(args: argparse.Namespace) -> int:

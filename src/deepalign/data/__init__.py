@@ -7,6 +7,7 @@ from deepalign.data.loaders import (
     load_pairs,
     load_prompts,
     load_records,
+    load_training_records,
     load_triplets,
 )
 from deepalign.data.packaged import PACKAGED, PROMPT_SETS, load_packaged, load_refusal_labels, packaged_path
@@ -45,6 +46,7 @@ __all__ = [
     "load_prompts",
     "load_records",
     "load_refusal_labels",
+    "load_training_records",
     "load_triplets",
     "packaged_path",
     "sample",

@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from deepalign.data.formats import check_messages, needs_rows, normalise_row
+from deepalign.data.formats import type_name as _type_name
 from deepalign.data.packaged import PROMPT_SETS, load_packaged
 from deepalign.data.schemas import (
     ALIASES,
     KINDS,
-    ROLES,
     ChatRecord,
     PairRecord,
     PromptRecord,
@@ -102,6 +103,32 @@ def load_chats(source: str | os.PathLike[str], *, fields: Mapping[str, str] | No
                limit: int | None = None) -> list[ChatRecord]:
     """Chat-message records; see :func:`load_records`."""
     return cast(list[ChatRecord], load_records(source, "chats", fields=fields, limit=limit))
+
+
+TRAINING_KINDS = ("auto", "triplets", "chats", "pairs")
+
+
+def load_training_records(source: str | os.PathLike[str], kind: str = "auto", *,
+                          limit: int | None = None) -> list[Record]:
+    """Training data of any accepted format (see :mod:`deepalign.data.formats`): triplets (prompt, response,
+    refusal), chats (OpenAI / TRL ``messages``, TRL prompt-completion) or pairs. ``kind="auto"`` tries them
+    in that order; a file that is none of them raises one line naming the formats."""
+    if kind not in TRAINING_KINDS:
+        raise DeepAlignError(f"unknown kind '{kind}' (expected one of: {', '.join(TRAINING_KINDS)})")
+    if kind != "auto":
+        return load_records(source, kind, limit=limit)
+    errors: list[DataError] = []
+    for candidate in ("triplets", "chats", "pairs"):
+        try:
+            return load_records(source, candidate, limit=limit)
+        except DataError as e:
+            errors.append(e)
+    real = [e for e in errors if not e.problem.startswith("missing") and "is not one (prompt" not in e.problem]
+    if real:  # a file of some format with a bad row: name that row, not every format
+        raise real[0]
+    raise DeepAlignError(f"{os.fspath(source)}: not triplets (prompt, response, refusal), chats (OpenAI/TRL "
+                         "messages, TRL prompt-completion) or pairs (prompt, response); pass --kind to see the "
+                         "exact problem")
 
 
 def iter_lines(path: str | os.PathLike[str], max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
@@ -290,7 +317,7 @@ def _build(kind: str, mapping: Mapping[str, str], label: str, stem: str, columns
     cls, required, optional = KINDS[kind]
     names = (*required, *optional, "id")
     fixed: dict[str, str | None] | None = None
-    if columns is not None:
+    if columns is not None and not needs_rows(kind, columns):
         fixed = {name: _resolve(name, columns, mapping) for name in names}
         for name in required:
             if fixed[name] is None:
@@ -301,13 +328,15 @@ def _build(kind: str, mapping: Mapping[str, str], label: str, stem: str, columns
     for number, (line, row) in enumerate(rows, 1):
         if not isinstance(row, dict):
             raise DataError(label, line, None, f"expected a JSON object, got {_type_name(row)}")
+        if fixed is None:
+            row = normalise_row(kind, row, label, line)
         cols = fixed if fixed is not None else {name: _resolve(name, row, mapping) for name in names}
         values: dict[str, Any] = {}
         for name in required:
             column = cols[name]
             if column is None:
                 raise DataError(label, line, name, f"missing ({_looked_for(name, mapping)})")
-            check = _messages if name == "messages" else _required_text
+            check = check_messages if name == "messages" else _required_text
             values[name] = check(row[column], label, line, column)
         for name in optional:
             column = cols[name]
@@ -345,40 +374,6 @@ def _id(value: Any, label: str, line: int, column: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return _optional_text(value, label, line, column)
-
-
-def _messages(value: Any, label: str, line: int, column: str) -> tuple[dict[str, str], ...]:
-    if isinstance(value, str):  # a CSV cell holding JSON
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise DataError(label, line, column, f"invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(value, list) or not value:
-        problem = f"expected a non-empty list of messages, got {_type_name(value)}"
-        raise DataError(label, line, column, problem)
-    messages = []
-    for i, message in enumerate(value):
-        where = f"{column}[{i}]"
-        if not isinstance(message, dict):
-            problem = f"expected an object with role and content, got {_type_name(message)}"
-            raise DataError(label, line, where, problem)
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DataError(label, line, f"{where}.role",
-                            f"unknown role {role!r} (expected one of: {', '.join(ROLES)})")
-        if not isinstance(content, str):
-            raise DataError(label, line, f"{where}.content", f"expected a string, got {_type_name(content)}")
-        messages.append({"role": role, "content": content})
-    if messages[-1]["role"] != "assistant":
-        last = messages[-1]["role"]
-        raise DataError(label, line, column, f"must end with an assistant message, ends with '{last}'")
-    return tuple(messages)
-
-
-def _type_name(value: Any) -> str:
-    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
-             list: "list", dict: "object"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _first_line(e: BaseException) -> str:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from deepalign.chat import ChatFormat, encode_prompt
-from deepalign.data import load_pairs, load_prompts, load_records, sample, split
+from deepalign.data import ChatRecord, load_pairs, load_prompts, load_records, load_training_records, sample, split
 from deepalign.data.schemas import PairRecord, PromptRecord
 from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER
 from deepalign.depth.attack import AttackItem, generate_rows
@@ -176,6 +176,16 @@ def safety_records(defaults: TargetDefaults, config: FinetuneAttackConfig) -> li
             for r in records]
 
 
+def as_pair(record) -> PairRecord | None:
+    """A held-out record as a (prompt, reference answer) task pair: pairs as they are, a chat by its last
+    user turn and reply when it is one turn without a system prompt (None otherwise)."""
+    if isinstance(record, ChatRecord):
+        roles = [m["role"] for m in record.messages]
+        single = roles == ["user", "assistant"]
+        return PairRecord(record.id, *(m["content"] for m in record.messages)) if single else None
+    return record if isinstance(record, PairRecord) else None
+
+
 def plan_attack(model_path: str, recipe: str, config: FinetuneAttackConfig,
                 fmt: ChatFormat = ChatFormat()) -> AttackPlan:
     """Resolve a recipe's data (``config``, else the target's defaults), eval set, judge and sampling."""
@@ -185,7 +195,8 @@ def plan_attack(model_path: str, recipe: str, config: FinetuneAttackConfig,
     data = config.data or d.source(d.data.get(recipe))
     if data is None and recipe != "identity":
         raise DeepAlignError(f"the {recipe} recipe needs a data file of (prompt, response) pairs: pass --data")
-    pairs = load_pairs(data) if data else []
+    # the benign (task) recipe trains on the data as it is, chats included; the others rewrite pairs
+    pairs = (load_training_records(data, "auto") if recipe == "benign" else load_pairs(data)) if data else []
     trigger = None
     task_pairs: list[PairRecord] = []
     eval_format = fmt
@@ -208,8 +219,8 @@ def plan_attack(model_path: str, recipe: str, config: FinetuneAttackConfig,
         if task_eval:
             train_records, task_pairs = pairs[: config.n_train], load_pairs(task_eval)
         else:
-            rest, task_pairs = split(pairs, [0.9, 0.1], seed=config.seed)
-            train_records = rest[: config.n_train]
+            rest, held_out = split(pairs, [0.9, 0.1], seed=config.seed)
+            train_records, task_pairs = rest[: config.n_train], [as_pair(r) for r in held_out if as_pair(r)]
     if config.n_safety:
         train_records = train_records + safety_records(d, config)
     if config.eval_prompts:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from deepalign.chat import ChatFormat, Encoded, encode_example
+from deepalign.chat import ChatFormat, Encoded, encode_example, encode_turns
 from deepalign.data.schemas import ChatRecord, PairRecord, TripletRecord
 from deepalign.data.texts import REFUSALS
 from deepalign.errors import DeepAlignError
@@ -79,10 +79,10 @@ def encode_record(
         return encode_example(tokenizer, record.prompt, record.response, fmt)
     if isinstance(record, ChatRecord):
         roles = [m["role"] for m in record.messages]
-        if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
+        if not is_single_turn(record):
             raise DeepAlignError(
-                f"chat '{record.id}': only single-turn chats ([system,] user, assistant) are supported, "
-                f"got roles {roles}"
+                f"chat '{record.id}': roles {roles} are not one turn ([system,] user, assistant); "
+                "encode_records trains multi-turn chats"
             )
         system = record.messages[0]["content"] if roles[0] == "system" else fmt.system
         user, assistant = record.messages[-2]["content"], record.messages[-1]["content"]
@@ -90,18 +90,29 @@ def encode_record(
     raise TypeError(f"cannot encode a {type(record).__name__} as a training example")
 
 
+def is_single_turn(record: ChatRecord) -> bool:
+    return [m["role"] for m in record.messages] in (["user", "assistant"], ["system", "user", "assistant"])
+
+
 def encode_records(
     tokenizer,
     records: Sequence[PairRecord | ChatRecord | Encoded],
     fmt: ChatFormat = ChatFormat(),
     max_length: int | None = None,
+    *,
+    last_turn_only: bool = False,
 ) -> list[Example]:
     """Fixed supervised examples (labels on the response + EOS); examples left without targets after
-    truncation to ``max_length`` are dropped."""
+    truncation to ``max_length`` are dropped. A multi-turn chat is one example supervised on every assistant
+    turn (:func:`deepalign.chat.encode_turns`; ``last_turn_only``: on its last turn alone)."""
     examples = []
     for record in records:
-        enc = encode_record(tokenizer, record, fmt)
-        example = make_example(enc.input_ids, enc.labels, max_length)
+        if isinstance(record, ChatRecord) and not is_single_turn(record):
+            ids, labels = encode_turns(tokenizer, record.messages, fmt, last_turn_only=last_turn_only)
+            example = make_example(ids, labels, max_length)
+        else:
+            enc = encode_record(tokenizer, record, fmt)
+            example = make_example(enc.input_ids, enc.labels, max_length)
         if has_targets(example):
             examples.append(example)
     return examples

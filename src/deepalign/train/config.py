@@ -47,6 +47,10 @@ class DeepAlignConfig(TrainingArguments):
     system: str | None = field(
         default=None, metadata={"help": "System prompt (default: the template's own)."}
     )
+    last_turn_only: bool = field(
+        default=False,
+        metadata={"help": "Multi-turn chats: train only the last assistant turn (default: every assistant turn)."},
+    )
     p_plain: float = field(
         default=0.5, metadata={"help": "Augmentation: probability of serving the plain prompt -> refusal."}
     )

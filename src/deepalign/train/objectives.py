@@ -6,8 +6,9 @@ column ``i`` holds the quantity for predicting ``labels[:, i]`` from ``input_ids
 so it is never a target and counts as ignored, as in transformers' causal-LM loss and its
 ``num_items_in_batch`` count (``labels[..., 1:] != -100``).
 
-Response positions t = 1..T number the supervised tokens of each row in order (EOS included), so beta_t
-applies to an example's own first response token whatever its prompt length or padding side.
+Response positions t = 1..T number the supervised tokens of each supervised span (one assistant turn, EOS
+included) in order, restarting at 1 at the start of every span, so beta_t applies to each turn's own first
+response token whatever its prompt length, padding side or earlier turns.
 
 Per response token, with Delta_t = log pi_theta(y_t|..) - log pi_ref(y_t|..):
 exact loss_t = -(2/beta_t) * log sigmoid(beta_t * Delta_t), whose gradient is the cross-entropy gradient
@@ -96,13 +97,16 @@ def response_mask(labels: Tensor) -> Tensor:
 
 
 def response_positions(labels: Tensor) -> Tensor:
-    """labels [B, L] -> positions [B, L] long: 1..T over each row's supervised tokens in order, 0 elsewhere.
+    """labels [B, L] -> positions [B, L] long: 1..T within each supervised span, 0 elsewhere.
 
-    Independent of padding side and prompt length. A row with several supervised spans (not produced by
-    deepalign) is numbered straight through, as in the paper's code.
+    A span is a run of consecutive supervised tokens (one assistant turn); each starts again at t = 1, so
+    the later turns of a multi-turn chat get the first-token betas at their own start. Independent of
+    padding side and prompt length; a single-span row (the paper's data) is numbered 1..T as before.
     """
     mask = response_mask(labels)
-    return mask.long().cumsum(-1) * mask
+    count = mask.long().cumsum(-1)  # supervised tokens so far, [B, L]
+    before_span = torch.where(mask, 0, count).cummax(-1).values  # count just before the current span began
+    return (count - before_span) * mask
 
 
 def token_logps(logits: Tensor, labels: Tensor, chunk_size: int = 1024) -> Tensor:

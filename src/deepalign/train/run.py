@@ -38,7 +38,8 @@ def build_train_dataset(tokenizer, train_data, config: DeepAlignConfig, anchors=
         return SafetyRecoveryDataset(
             tokenizer, records, fmt, config.augment_config(), anchor_examples, config.max_length
         )
-    examples = encode_records(tokenizer, records, fmt, config.max_length) + anchor_examples
+    examples = encode_records(tokenizer, records, fmt, config.max_length,
+                              last_turn_only=config.last_turn_only) + anchor_examples
     if not examples:
         raise DeepAlignError("no training examples (empty data, or every example truncated away)")
     return examples
