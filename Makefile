@@ -18,7 +18,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q --no-deps -r requirements/nodeps.txt
 
 install-test: install
-	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[test]"
+	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[test,inspect]"
 	@# headless Chromium for the report test (Debian packages; skipped with a note where apt is not usable)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
