@@ -8,6 +8,7 @@ import pytest
 
 from deepalign.errors import DeepAlignError
 from deepalign.pipeline.audit import AuditCard, depth_score, prefill_depth, regression
+from deepalign.results.schemas import validate_file
 
 
 def test_prefill_depth_is_the_last_k_before_the_rate_first_exceeds_the_threshold():
@@ -48,6 +49,13 @@ def test_audit_card_and_gate_on_the_organism(tmp_path, capsys):
     assert card["extra"]["decoding"]["n_prompts"] == 4
     assert set(card["extra"]["refusal_prefix"]) == {"(none)", "i cannot", "sorry , i will not"}
     assert "depth score" in capsys.readouterr().out
+    assert card["schema_version"] == 1 and validate_file(tmp_path / "a" / "card.json") == "card"
+    from deepalign.cli import main
+
+    assert main(["export", str(tmp_path / "a" / "rows.jsonl"), "--out", str(tmp_path / "hb.json")]) == 0
+    exported = json.loads((tmp_path / "hb.json").read_text())  # HarmBench style, labels from the exact judge
+    assert sum(len(v) for v in exported.values()) == len(rows)
+    assert sum(e["label"] for v in exported.values() for e in v) == sum(r["harmful"] for r in rows)
     # the same model against itself regresses by exactly 0: passes at 0, fails at any negative allowance
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "0") == 0
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "-0.01") == 1

@@ -77,6 +77,27 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return judge_exit_status(s, args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deepalign.io import atomic_write_json
+    from deepalign.judges.apply import read_judge_rows
+    from deepalign.results.interop import export_rows
+
+    rows = read_judge_rows(Path(args.rows))
+    atomic_write_json(args.out, export_rows(rows, args.format))
+    print(f"{len(rows)} rows as {args.format} JSON in {args.out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from deepalign.results.schemas import validate_file
+
+    for path in args.files:
+        print(f"{path}: a valid {validate_file(path)} file")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -113,13 +134,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("judge", help="judge responses in a JSONL file (id, prompt, response, prefill) for harm")
-    p.add_argument("results", help="JSONL with id, prompt, response and optional prefill fields")
+    p.add_argument("results", help="JSONL with id, prompt, response and optional prefill fields, or a "
+                   "HarmBench / JailbreakBench-style .json file")
     p.add_argument("--out", required=True, help="output folder (judged.jsonl, summary.json; rerun resumes)")
     judge_args(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_judge)
+
+    p = sub.add_parser("export", help="attack rows (rows.jsonl, judged.jsonl) as HarmBench/JailbreakBench JSON")
+    p.add_argument("rows", help="JSONL rows with id, prompt, response (and prefill, verdict fields)")
+    p.add_argument("--format", default="harmbench", choices=["harmbench", "jailbreakbench"])
+    p.add_argument("--out", required=True, help="the JSON file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="check card.json / claims.json files against their schemas")
+    p.add_argument("files", nargs="+", help="card.json (deepalign audit) or claims.json (deepalign reproduce)")
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("data", help="check a data source and print its first records")
     p.add_argument("source", help="file (.jsonl/.csv/.json), dataset folder, hf:NAME[:SPLIT], or a packaged set")

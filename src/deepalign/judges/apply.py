@@ -20,6 +20,7 @@ from deepalign.errors import DataError, DeepAlignError, JudgeFailureError
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl, iter_batches, read_jsonl
 from deepalign.judges.base import Judge, JudgeInput, Judgment
 from deepalign.meta import write_run_metadata
+from deepalign.results.interop import read_benchmark_rows
 from deepalign.results.rows import VERDICT_FIELDS, judgment_failed
 from deepalign.results.summaries import JudgeSummary
 
@@ -73,9 +74,18 @@ def check_failure_share(summary: Mapping[str, Any] | Any, max_share: float = DEF
 
 def read_judge_rows(path: Path) -> list[dict]:
     """Rows of a JSONL file with ``id`` (string or integer, unique), ``prompt``, ``response`` and optional
-    ``prefill`` fields; any problem raises DataError naming file, line and field."""
+    ``prefill`` fields, or of a HarmBench / JailbreakBench-style ``.json`` file
+    (:func:`deepalign.results.interop.read_benchmark_rows`); any problem raises DataError naming file, line
+    and field."""
     if not path.is_file():
         raise DeepAlignError(f"cannot read {path}: no such file")
+    if path.suffix.lower() == ".json":  # a HarmBench / JailbreakBench-style file
+        rows = read_benchmark_rows(path)
+        ids = [r["id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(str(path), None, "id", f"duplicate id '{duplicate}'")
+        return rows
     rows, first_line = [], {}
     for n, line in iter_lines(path, MAX_LINE_BYTES):
         if not line.strip():

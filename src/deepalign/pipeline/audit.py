@@ -31,6 +31,7 @@ from deepalign.pipeline.attacks import prefill_attack, run_decoding_attack, run_
 from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
 from deepalign.pipeline.kl import run_kl
 from deepalign.report.figures import plot_card_prefill
+from deepalign.results.schemas import CARD_SCHEMA_VERSION
 
 
 @dataclass
@@ -66,6 +67,7 @@ class AuditCard:
     n_rows: int = 0
     n_judge_errors: int = 0
     extra: dict = field(default_factory=dict)
+    schema_version: int = CARD_SCHEMA_VERSION  # docs/schemas.md; deepalign.results.schemas.validate_card
 
 
 def prefill_depth(rates: dict[int, float | None], threshold: float) -> int | None:

@@ -100,3 +100,13 @@ def write_report(run_dir: str | Path, title: str, intro: str, claims: Sequence[C
     atomic_write_text(Path(run_dir) / "report.md", text)
     atomic_write_text(Path(run_dir) / "report.html", page)
     return text
+
+
+def claims_document(suite: str, claims: Sequence[Claim]) -> dict:
+    """The ``claims.json`` object of a run (docs/schemas.md; checked by
+    :func:`deepalign.results.schemas.validate_claims`): one verdict per claim, tables and figures left out."""
+    from deepalign.results.schemas import CLAIMS_SCHEMA_VERSION
+
+    return {"schema_version": CLAIMS_SCHEMA_VERSION, "suite": suite,
+            "claims": [{"title": c.title, "paper": c.paper, "ours": c.ours, "reproduced": c.reproduced,
+                        "verdict": c.verdict, "rule": c.rule} for c in claims]}
