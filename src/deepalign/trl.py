@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from trl import SFTConfig, SFTTrainer
 
@@ -45,6 +44,7 @@ from deepalign.train.reference import (
     logps_of_logits,
     scatter_reference,
 )
+from deepalign.train.trainer import pop_objective
 
 logger = logging.getLogger(__name__)
 TOKEN_IDS = ChatFormat("chat", None)  # rows arrive as token ids: the format is in their content hashes
@@ -155,9 +155,5 @@ class ConstrainedSFTTrainer(SFTTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            acc = torch.tensor(self._objective_acc, dtype=torch.float64, device=self.args.device)
-            if self.accelerator.num_processes > 1:
-                acc = self.accelerator.reduce(acc, reduction="sum")
-            logs["objective"] = (acc[0] / acc[1].clamp(min=1)).item()
-            self._objective_acc = [0.0, 0]
+            logs["objective"] = pop_objective(self)
         super().log(logs, start_time)

@@ -158,9 +158,15 @@ class DeepAlignTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            acc = torch.tensor(self._objective_acc, dtype=torch.float64, device=self.args.device)
-            if self.accelerator.num_processes > 1:
-                acc = self.accelerator.reduce(acc, reduction="sum")
-            logs["objective"] = (acc[0] / acc[1].clamp(min=1)).item()
-            self._objective_acc = [0.0, 0]
+            logs["objective"] = pop_objective(self)
         super().log(logs, start_time)
+
+
+def pop_objective(trainer) -> float:
+    """The exact objective's token mean since the last log over all processes, from ``trainer._objective_acc``
+    ([sum, token count] of this process), which is reset."""
+    acc = torch.tensor(trainer._objective_acc, dtype=torch.float64, device=trainer.args.device)
+    if trainer.accelerator.num_processes > 1:
+        acc = trainer.accelerator.reduce(acc, reduction="sum")
+    trainer._objective_acc = [0.0, 0]
+    return (acc[0] / acc[1].clamp(min=1)).item()
