@@ -130,6 +130,9 @@ def judge_file(
                 writer.write({**row, **verdict})
         wanted = {str(r["id"]) for r in rows}
         judged = [r for r in writer.rows() if str(r["id"]) in wanted]
-    summary = replace(JudgeSummary.of_rows(judged), judge=judge.describe())
+    from deepalign.judges.validity import validation_field
+
+    summary = replace(JudgeSummary.of_rows(judged), judge=judge.describe(),
+                      validation=validation_field(judge.describe()))  # agreement with human labels, when measured
     atomic_write_json(out / "summary.json", summary.to_dict())
     return summary

@@ -63,6 +63,7 @@ class JudgeSummary(AsrStats, Summary):
     """``deepalign judge``: the stats of every judged row, and the judge's settings."""
 
     judge: dict = field(default_factory=dict)
+    validation: dict | None = None
 
 
 def prefill_points(rows: Sequence[dict], label: str, ks: Sequence[int],
