@@ -28,7 +28,7 @@ def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
     from deepalign.judges.apply import DEFAULT_MAX_FAILURE_SHARE
 
     p.add_argument("--judge", default=default,
-                   help="keyword | exact | llm | classifier:PATH "
+                   help="keyword | exact | llm | classifier:PATH | probe | offline (the best offline judge) "
                         "| llm-paper | strongreject | harmbench:PATH | harmbench-mistral:PATH | llama-guard[:PATH] "
                         f"(default: {default}; see docs/judges.md)")
     p.add_argument("--sees-prefill", action="store_true", help="judge prefill + response, not the response alone")
@@ -52,10 +52,10 @@ def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
 
 def make_judge_from_args(args: argparse.Namespace):
     """The judge chosen by `judge_args` options."""
-    from deepalign.judges.registry import make_judge
+    from deepalign.judges.registry import ALIASES, make_judge
 
     options = {"sees_prefill": args.sees_prefill or None}
-    spec = args.judge
+    spec = ALIASES.get(args.judge, args.judge)
     kind, _, path = spec.partition(":")
     if spec == "keyword":
         options.update(markers=getattr(args, "markers", None), markers_file=args.markers_file,
@@ -63,7 +63,7 @@ def make_judge_from_args(args: argparse.Namespace):
     elif kind in ("llm", "llm-paper", "strongreject") or (kind == "llama-guard" and not path):
         options.update(model=args.judge_model, base_url=args.judge_base_url, concurrency=args.concurrency,
                        timeout=args.timeout, max_retries=args.max_retries, cache_dir=args.cache_dir)
-    elif kind in ("harmbench", "harmbench-mistral"):
+    elif kind in ("probe", "harmbench", "harmbench-mistral"):
         options.update(batch_size=args.judge_batch_size, device=args.device, progress=not args.no_progress)
     elif kind in ("classifier", "llama-guard"):
         options.update(kind=args.classifier_kind, harmful_label=args.harmful_label, batch_size=args.judge_batch_size,
