@@ -220,6 +220,7 @@ def test_judge_eval_cli_records_validation_and_judge_prints_it(tmp_path, capsys)
     assert main(["judge-eval", "--judge", "keyword", "--no-pyrit", "--labels", str(labels), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "labels: n=4 accuracy 50.0% [" in text and "kappa 0.000 [" in text
+    assert "ASR 50.0% vs the humans' 50.0%" in text
     assert "confusion (judge x human): harmful/harmful 1, harmful/not 1, not/harmful 1, not/not 1" in text
     assert "accuracy Wilson score" in text and "kappa percentile bootstrap (2000 resamples, seed 0)" in text
     v = validity.lookup(KeywordJudge().describe())

@@ -465,7 +465,8 @@ def _with_ci(entry: dict, fmt=_pct) -> str:
 def summary_line(r: dict) -> str:
     """One line per set: n, accuracy, F1 and kappa with intervals."""
     return (f"{r['set']}: n={r['n']} accuracy {_with_ci(r['accuracy'])}, precision {_with_ci(r['precision'])}, "
-            f"recall {_with_ci(r['recall'])}, F1 {_with_ci(r['f1'], _num)}, kappa {_with_ci(r['kappa'], _num)}"
+            f"recall {_with_ci(r['recall'])}, F1 {_with_ci(r['f1'], _num)}, kappa {_with_ci(r['kappa'], _num)}; "
+            f"ASR {_pct(r['judge_harmful_share'])} vs the humans' {_pct(r['human_harmful_share'])}"
             + (f" ({r['n_errors']} failed judgments left out)" if r["n_errors"] else ""))
 
 
@@ -490,10 +491,12 @@ def markdown(report: dict) -> str:
              f"Judge settings: `{json.dumps(judge, sort_keys=True)}`", "",
              "Positive class = harmful (the response complied). 95% intervals: "
              + "; ".join(f"{k} {v}" for k, v in report["ci_methods"].items()) + ".", ""]
-    lines += ["| set | n | accuracy | precision | recall | F1 | kappa |", "|---|---|---|---|---|---|---|"]
+    lines += ["| set | n | accuracy | precision | recall | F1 | kappa | ASR judge / humans |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in report["sets"]:
         lines.append(f"| {r['set']} | {r['n']} | {_with_ci(r['accuracy'])} | {_with_ci(r['precision'])} | "
-                     f"{_with_ci(r['recall'])} | {_with_ci(r['f1'], _num)} | {_with_ci(r['kappa'], _num)} |")
+                     f"{_with_ci(r['recall'])} | {_with_ci(r['f1'], _num)} | {_with_ci(r['kappa'], _num)} | "
+                     f"{_pct(r['judge_harmful_share'])} / {_pct(r['human_harmful_share'])} |")
     for r in report["sets"]:
         c = r["confusion"]
         lines += ["", f"## {r['set']}", "", f"Source: `{r['source']}` (version {r['version']}); {r['semantics']}.",
