@@ -23,8 +23,9 @@ def main() -> None:
 
     import torch
 
+    from deepalign.data.labels import DEFAULT_SETS, load_pyrit_set
     from deepalign.judges import JudgeInput, make_judge
-    from deepalign.judges.validation import DEFAULT_SETS, load_pyrit_set
+    from deepalign.pipeline.probe import ensure_probe
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -32,6 +33,7 @@ def main() -> None:
     items = [JudgeInput(r.prompt, r.response, r.prefill) for r in rows]
     print(f"{len(items)} rows; torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
+    ensure_probe(progress=False)  # built before the timing (first use only)
     for spec in ("keyword", "keyword:paper", "probe"):
         t0 = time.perf_counter()
         judge = make_judge(spec, **({"progress": False, "batch_size": args.batch_size} if spec == "probe" else {}))

@@ -13,8 +13,12 @@ from conftest import build_tiny_llama, build_tiny_tokenizer
 from deepalign.errors import DeepAlignError
 from deepalign.judges import JudgeInput, make_judge
 from deepalign.judges import probe as P
+from deepalign.judges import probe_data as PD
+from deepalign.judges import probe_features as F
+from deepalign.judges import probe_fit as PFit
 from deepalign.judges.keyword import KeywordJudge
 from deepalign.judges.probe_texts import GENERIC_NON_ANSWERS, MARKERLESS_OPENERS, REFUSAL_OPENERS
+from deepalign.pipeline import probe as PB
 
 
 @pytest.fixture(autouse=True)
@@ -23,10 +27,10 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_lexical_overlap():
-    assert P.lexical_overlap("Describe the history of the printing press", "The printing press changed history.") == 1.0
-    assert P.lexical_overlap("Describe the history of the printing press", "Here is a cake recipe.") == 0.0
-    assert P.lexical_overlap("Write it", "anything") == 0.0  # no content words in the prompt
-    assert P.lexical_overlap("gardening tips", "Gardens need water; some tips follow.") == 1.0  # shared 5-letter stems
+    assert F.lexical_overlap("Describe the history of the printing press", "The printing press changed history.") == 1.0
+    assert F.lexical_overlap("Describe the history of the printing press", "Here is a cake recipe.") == 0.0
+    assert F.lexical_overlap("Write it", "anything") == 0.0  # no content words in the prompt
+    assert F.lexical_overlap("gardening tips", "Gardens need water; some tips follow.") == 1.0  # shared 5-letter stems
 
 
 def test_our_refusal_texts_are_what_their_names_say():
@@ -52,8 +56,8 @@ def _gens():
 
 def test_build_examples_kinds_labels_and_determinism():
     recipe = P.ProbeRecipe()
-    examples = P.build_examples(_gens(), recipe)
-    assert examples == P.build_examples(_gens(), recipe)
+    examples = PD.build_examples(_gens(), recipe)
+    assert examples == PD.build_examples(_gens(), recipe)
     labels = {"comply": 1, "disclaimed": 1, "benign": 1, "refusal": 0, "markerless": 0, "continued": 0,
               "generic": 0, "deflection": 0, "off-topic": 0}
     kinds = {e["kind"] for e in examples}
@@ -72,26 +76,26 @@ def test_fit_logistic_separates_and_predicts():
     torch.manual_seed(0)
     x = torch.randn(200, 5, dtype=torch.float64)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    w, b, mean, std = P.fit_logistic(x, y, l2=1e-3)
-    p = P.predict(x, w, b, mean, std)
+    w, b, mean, std = PFit.fit_logistic(x, y, l2=1e-3)
+    p = PFit.predict(x, w, b, mean, std)
     assert ((p >= 0.5).long() == y).double().mean() > 0.97
     assert w.abs().argmax() == 0
 
 
 def test_feature_extractor_is_batch_invariant(llama2_tokenizer):
     model = build_tiny_llama(len(llama2_tokenizer))
-    ex = P.FeatureExtractor(model, llama2_tokenizer, (1, 2), max_prompt_tokens=8, max_response_tokens=10,
+    ex = F.FeatureExtractor(model, llama2_tokenizer, (1, 2), max_prompt_tokens=8, max_response_tokens=10,
                             batch_size=3)
     pairs = [("Tell me about the garden", "The garden is green."), ("Hi", "Hello there, how are you today?"),
              ("Weather?", "Fine.")]
     feats = ex(pairs)
     assert set(feats) == {1, 2} and feats[2].shape == (3, 3 * model.config.hidden_size)
-    one = P.FeatureExtractor(build_tiny_llama(len(llama2_tokenizer)), llama2_tokenizer, (1, 2), 8, 10, batch_size=1)
+    one = F.FeatureExtractor(build_tiny_llama(len(llama2_tokenizer)), llama2_tokenizer, (1, 2), 8, 10, batch_size=1)
     assert torch.allclose(feats[2], one(pairs)[2], atol=1e-4)
     ids, n_p, n_r = ex.encode("Tell me about the garden and the river", "x " * 40)
     assert n_p <= 8 and n_r == 10 and ids[: len(ex.head)] == ex.head
     with pytest.raises(DeepAlignError, match="probe layers must be in 1..2"):
-        P.FeatureExtractor(build_tiny_llama(len(llama2_tokenizer)), llama2_tokenizer, (3,))
+        F.FeatureExtractor(build_tiny_llama(len(llama2_tokenizer)), llama2_tokenizer, (3,))
 
 
 @pytest.fixture
@@ -112,10 +116,10 @@ def test_tiny_probe_builds_once_under_a_lock_and_judges(tiny_base, monkeypatch):
     except DeepAlignError as e:
         pytest.skip(str(e))
     benign = [(f"benign-{i:03d}", f"Everyday question {i}?") for i in range(6)]
-    monkeypatch.setattr(P, "_benign_prompts", lambda: benign)
+    monkeypatch.setattr(PD, "benign_prompts", lambda: benign)
     recipe = P.ProbeRecipe(base_model=str(tiny_base), n_advbench=4, n_harmbench=4, n_donotanswer=4, n_continued=6,
                            max_new_tokens=6, continue_tokens=4, layers=(1, 2), l2=(1e-2, 1e-1))
-    folder = P.ensure_probe(recipe, progress=False)
+    folder = PB.ensure_probe(recipe, progress=False)
     assert folder == P.probe_dir(recipe) and {p.name for p in folder.iterdir()} == {"probe.json", "probe.safetensors"}
     siblings = {p.name for p in folder.parent.iterdir()}
     assert siblings == {folder.name, folder.name + ".lock", folder.name + ".work"}  # no temp folder left
@@ -125,7 +129,7 @@ def test_tiny_probe_builds_once_under_a_lock_and_judges(tiny_base, monkeypatch):
     with open(folder / "probe.safetensors", "rb") as f:
         assert b"pickle" not in f.read(64)
     mtime = os.path.getmtime(folder / "probe.json")
-    assert P.ensure_probe(recipe) == folder and os.path.getmtime(folder / "probe.json") == mtime  # built once
+    assert PB.ensure_probe(recipe) == folder and os.path.getmtime(folder / "probe.json") == mtime  # built once
 
     judge = make_judge(f"probe:{folder}", progress=False)
     js = judge.judge([JudgeInput("Plan a picnic", "Bring sandwiches."), JudgeInput("Plan a picnic", "  ")])
@@ -147,7 +151,8 @@ def test_offline_names_the_measured_best_offline_judge():
 def test_smollm2_probe_and_offline_against_human_labels(tmp_path, monkeypatch):
     """Builds (or reuses, with DEEPALIGN_CACHE_PROBE) the SmolLM2 probe, evaluates it and the keyword judges on
     pyrit's sets, and checks that `offline` names the one with the best pooled agreement."""
-    from deepalign.judges.validation import DEFAULT_SETS, evaluate, load_pyrit_set
+    from deepalign.data.labels import DEFAULT_SETS, load_pyrit_set
+    from deepalign.judges.evaluate import evaluate
 
     if os.environ.get("DEEPALIGN_CACHE_PROBE"):
         monkeypatch.setenv("DEEPALIGN_CACHE", os.environ["DEEPALIGN_CACHE_PROBE"])
@@ -155,6 +160,8 @@ def test_smollm2_probe_and_offline_against_human_labels(tmp_path, monkeypatch):
         sets = [load_pyrit_set(n) for n in DEFAULT_SETS]
     except DeepAlignError as e:
         pytest.skip(str(e))
+
+    PB.ensure_probe(progress=False)
 
     def pooled(spec: str) -> float:
         judge = make_judge(spec, **({"progress": False} if spec == "probe" else {}))

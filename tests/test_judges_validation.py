@@ -8,10 +8,13 @@ import math
 import pytest
 
 from deepalign.cli import main
+from deepalign.data import labels as L
 from deepalign.errors import DataError, DeepAlignError
-from deepalign.judges import validation as V
 from deepalign.judges import validity
 from deepalign.judges.keyword import KeywordJudge
+from deepalign.pipeline.judges import run_judge_eval
+from deepalign.results import agreement as A
+from deepalign.results.validation import JudgeValidation, format_asr
 
 
 @pytest.fixture(autouse=True)
@@ -24,9 +27,9 @@ def test_confusion_and_every_metric_match_a_table_computed_by_hand():
     # judged / human for 10 rows: 3 both harmful, 1 judge-only, 2 human-only, 4 neither
     judged = [True, True, True, True, False, False, False, False, False, False]
     human = [True, True, True, False, True, True, False, False, False, False]
-    c = V.Confusion.of(judged, human)
+    c = A.Confusion.of(judged, human)
     assert c.to_dict() == {"tp": 3, "fp": 1, "fn": 2, "tn": 4} and c.n == 10
-    m = V.metrics(c)
+    m = A.metrics(c)
     assert m["accuracy"]["value"] == pytest.approx(7 / 10)
     assert m["precision"]["value"] == pytest.approx(3 / 4)
     assert m["recall"]["value"] == pytest.approx(3 / 5)
@@ -47,36 +50,36 @@ def test_kappa_on_a_hand_worked_example():
     # Two raters, 50 items: yes/yes 20, yes/no 5, no/yes 10, no/no 15.
     # po = 35/50 = 0.70; p(yes) = 25/50 * 30/50 = 0.30, p(no) = 25/50 * 20/50 = 0.20, pe = 0.50;
     # kappa = (0.70 - 0.50) / (1 - 0.50) = 0.40
-    assert V.kappa(V.Confusion(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
+    assert A.kappa(A.Confusion(tp=20, fp=5, fn=10, tn=15)) == pytest.approx(0.4)
     # perfect agreement -> 1; agreement exactly at chance -> 0
-    assert V.kappa(V.Confusion(tp=5, fp=0, fn=0, tn=5)) == pytest.approx(1.0)
-    assert V.kappa(V.Confusion(tp=25, fp=25, fn=25, tn=25)) == pytest.approx(0.0)
+    assert A.kappa(A.Confusion(tp=5, fp=0, fn=0, tn=5)) == pytest.approx(1.0)
+    assert A.kappa(A.Confusion(tp=25, fp=25, fn=25, tn=25)) == pytest.approx(0.0)
     # both raters constant: chance agreement 1, kappa undefined
-    assert V.kappa(V.Confusion(tp=10, fp=0, fn=0, tn=0)) is None
+    assert A.kappa(A.Confusion(tp=10, fp=0, fn=0, tn=0)) is None
 
 
 def test_undefined_metrics_are_none_not_zero():
-    c = V.Confusion(tp=0, fp=0, fn=3, tn=7)  # the judge never says harmful
-    m = V.metrics(c)
+    c = A.Confusion(tp=0, fp=0, fn=3, tn=7)  # the judge never says harmful
+    m = A.metrics(c)
     assert m["precision"]["value"] is None and m["precision"]["ci"] is None
     assert m["recall"]["value"] == 0.0 and m["f1"]["value"] == 0.0
-    assert V.metrics(V.Confusion(0, 0, 0, 0))["accuracy"]["value"] is None
+    assert A.metrics(A.Confusion(0, 0, 0, 0))["accuracy"]["value"] is None
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
-    c = V.Confusion(tp=30, fp=8, fn=12, tn=50)
-    a, b = V.bootstrap_interval(c, V.kappa), V.bootstrap_interval(c, V.kappa)
+    c = A.Confusion(tp=30, fp=8, fn=12, tn=50)
+    a, b = A.bootstrap_interval(c, A.kappa), A.bootstrap_interval(c, A.kappa)
     assert a == b  # fixed seed
-    assert a[0] < V.kappa(c) < a[1] and a[1] - a[0] < 0.5
-    assert V.bootstrap_interval(c, V.kappa, seed=1) != a
+    assert a[0] < A.kappa(c) < a[1] and a[1] - a[0] < 0.5
+    assert A.bootstrap_interval(c, A.kappa, seed=1) != a
 
 
 def test_pyrit_orientation_flips_the_positive_class_for_refusal_sets():
-    c = V.Confusion(tp=3, fp=1, fn=2, tn=4)
-    o = V.metrics(c, pyrit_positive="refusal")["pyrit_orientation"]
+    c = A.Confusion(tp=3, fp=1, fn=2, tn=4)
+    o = A.metrics(c, pyrit_positive="refusal")["pyrit_orientation"]
     # refusal as positive: tp' = 4 (both say not harmful), fp' = 2, fn' = 1
     assert o["precision"] == pytest.approx(4 / 6) and o["recall"] == pytest.approx(4 / 5)
-    assert V.metrics(c, pyrit_positive="harmful")["pyrit_orientation"]["precision"] == pytest.approx(3 / 4)
+    assert A.metrics(c, pyrit_positive="harmful")["pyrit_orientation"]["precision"] == pytest.approx(3 / 4)
 
 
 # -------------------------------------------------------------------------------------- label sets
@@ -116,27 +119,27 @@ def _fake_scorer_evals(root):
 @pytest.fixture
 def fake_pyrit(tmp_path, monkeypatch):
     root = _fake_scorer_evals(tmp_path / "scorer_evals")
-    monkeypatch.setattr(V, "scorer_evals_dir", lambda: root)
+    monkeypatch.setattr(L, "scorer_evals_dir", lambda: root)
     return root
 
 
 def test_pyrit_sets_label_semantics_comments_and_published_figures(fake_pyrit):
-    r = V.load_pyrit_set("refusal")
+    r = L.load_pyrit_set("refusal")
     assert r.version == "1.2" and [row.harmful for row in r.rows] == [True, False, True]  # human 1 = refusal
     assert r.rows[2].response == "Blue, or maybe\ngreen." and r.rows[0].id == "refusal-0001"
     assert [p["scorer"] for p in r.pyrit] == ["SelfAskRefusalScorer(m-x)"]  # only the matching version
     assert r.pyrit[0]["f1"] == 0.88 and r.pyrit_positive == "refusal"
-    extra = V.load_pyrit_set("refusal_extra")
+    extra = L.load_pyrit_set("refusal_extra")
     assert len(extra.rows) == 1 and extra.rows[0].harmful is False and extra.pyrit == []
-    o = V.load_pyrit_set("objective")
+    o = L.load_pyrit_set("objective")
     assert [row.harmful for row in o.rows] == [True, False, True]  # human 1 = achieved = harmful
     assert o.version == "1.0_1.1" and o.pyrit[0]["scorer"] == "TrueFalseInverterScorer[SelfAskRefusalScorer(m-y)]"
-    one = V.load_pyrit_set("objective/beta")
+    one = L.load_pyrit_set("objective/beta")
     assert len(one.rows) == 1 and one.pyrit == []
     with pytest.raises(DeepAlignError, match="unknown label set"):
-        V.load_pyrit_set("nope")
+        L.load_pyrit_set("nope")
     with pytest.raises(DeepAlignError, match="no objective set 'gamma'"):
-        V.load_pyrit_set("objective/gamma")
+        L.load_pyrit_set("objective/gamma")
 
 
 def test_missing_pyrit_is_one_clear_error(monkeypatch):
@@ -144,7 +147,7 @@ def test_missing_pyrit_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(DeepAlignError, match=r"pip install --no-deps pyrit==1\.1\.0"):
-        V.scorer_evals_dir()
+        L.scorer_evals_dir()
 
 
 def test_missing_pyrit_from_the_cli_exits_2_with_one_line(monkeypatch, tmp_path, capsys):
@@ -161,7 +164,7 @@ def test_bad_human_score_names_the_file(fake_pyrit):
     (fake_pyrit / "refusal_scorer" / "refusal.csv").write_text(
         "objective,assistant_response,human_score\nq,r,maybe\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"refusal\.csv.*human_score.*expected 0 or 1"):
-        V.load_pyrit_set("refusal")
+        L.load_pyrit_set("refusal")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -172,10 +175,10 @@ def test_user_label_files(tmp_path, suffix):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
         path.write_text("id,q,a,ok\n" + "".join(f"{r['id']},{r['q']},{r['a']},{r['ok']}\n" for r in rows))
-    spec = V.LabelFile(str(path), label="ok", prompt="q", response="a")
-    s = V.load_label_file(spec)
+    spec = L.LabelFile(str(path), label="ok", prompt="q", response="a")
+    s = L.load_label_file(spec)
     assert [(r.id, r.harmful) for r in s.rows] == [("a", True), ("b", False)]
-    flipped = V.load_label_file(V.LabelFile(str(path), label="ok", positive="refusal", prompt="q", response="a"))
+    flipped = L.load_label_file(L.LabelFile(str(path), label="ok", positive="refusal", prompt="q", response="a"))
     assert [r.harmful for r in flipped.rows] == [False, True]
 
 
@@ -183,10 +186,10 @@ def test_user_label_file_errors_name_line_and_column(tmp_path):
     path = tmp_path / "l.jsonl"
     path.write_text(json.dumps({"prompt": "p", "response": "r", "label": "perhaps"}) + "\n")
     with pytest.raises(DataError, match=r"l\.jsonl:1: field 'label': expected a boolean"):
-        V.load_label_file(V.LabelFile(str(path)))
+        L.load_label_file(L.LabelFile(str(path)))
     path.write_text(json.dumps({"prompt": "p", "label": True}) + "\n")
     with pytest.raises(DataError, match=r"field 'response': missing"):
-        V.load_label_file(V.LabelFile(str(path)))
+        L.load_label_file(L.LabelFile(str(path)))
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -203,8 +206,8 @@ def _labels_file(tmp_path):
 
 
 def test_evaluate_writes_json_and_markdown_with_the_hand_checked_table(tmp_path):
-    s = V.load_label_file(V.LabelFile(str(_labels_file(tmp_path))))
-    report = V.evaluate(KeywordJudge(), [s], tmp_path / "out")
+    s = L.load_label_file(L.LabelFile(str(_labels_file(tmp_path))))
+    report = run_judge_eval(KeywordJudge(), [s], tmp_path / "out", record=False)
     r = report["sets"][0]
     # row 1 tp (no marker, human harmful), 2 fn ("I cannot" but complies), 3 tn, 4 fp (a deflection)
     assert r["confusion"] == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
@@ -250,9 +253,9 @@ def test_judge_eval_on_pyrit_sets_with_fake_wheel(fake_pyrit, tmp_path, capsys):
 def test_format_asr_and_the_cache_key():
     v = {"sets": {"objective": {"n": 395, "accuracy": {"value": 0.81, "ci": [0.77, 0.85]}},
                   "refusal": {"n": 105, "accuracy": {"value": 0.83}}}}
-    assert validity.format_asr(0.42, 0.35, 0.49, "keyword", v) == (
+    assert format_asr(0.42, 0.35, 0.49, "keyword", v) == (
         "ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)")
-    assert validity.format_asr(0.42, None, None, "probe", None) == (
+    assert format_asr(0.42, None, None, "probe", None) == (
         "ASR 42% (probe judge; not validated against human labels (deepalign judge-eval --judge probe))")
     d = {"judge": "llm", "model": "m", "concurrency": 8, "timeout": 60}
     assert validity.judge_key(d) == validity.judge_key({**d, "concurrency": 2, "timeout": 5})
@@ -272,15 +275,15 @@ def test_record_keeps_sets_measured_earlier():
     validity.record(report("objective", 0.7))
     v = validity.lookup(judge)
     assert sorted(v["sets"]) == ["objective", "refusal"]
-    assert validity.headline(v)["set"] == "objective" and math.isclose(validity.headline(v)["accuracy"], 0.7)
+    assert JudgeValidation.of_entry(v).set == "objective" and math.isclose(JudgeValidation.of_entry(v).accuracy, 0.7)
 
 
 # ------------------------------------------------------------------ the real wheel (read at run time)
 def test_the_installed_pyrit_sets_have_the_documented_sizes():
     try:
-        sets = {n: V.load_pyrit_set(n) for n in V.DEFAULT_SETS}
+        sets = {n: L.load_pyrit_set(n) for n in L.DEFAULT_SETS}
     except DeepAlignError as e:
         pytest.skip(str(e))
     assert {n: len(s.rows) for n, s in sets.items()} == {"refusal": 105, "refusal_extra": 64, "objective": 395}
     assert sets["refusal"].pyrit and sets["objective"].pyrit and not sets["refusal_extra"].pyrit
-    assert len(V.objective_categories()) == 14
+    assert len(L.objective_categories()) == 14

@@ -65,6 +65,10 @@ def make_judge_from_args(args: argparse.Namespace):
                        timeout=args.timeout, max_retries=args.max_retries, cache_dir=args.cache_dir)
     elif kind in ("probe", "harmbench", "harmbench-mistral"):
         options.update(batch_size=args.judge_batch_size, device=args.device, progress=not args.no_progress)
+        if kind == "probe" and not path:  # the default probe, built on first use
+            from deepalign.pipeline.probe import ensure_probe
+
+            spec = f"probe:{ensure_probe(progress=not args.no_progress)}"
     elif kind in ("classifier", "llama-guard"):
         options.update(kind=args.classifier_kind, harmful_label=args.harmful_label, batch_size=args.judge_batch_size,
                        device=args.device, trust_remote_code=args.trust_remote_code or None,

@@ -66,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_judge(args: argparse.Namespace) -> int:
     from deepalign.io import check_out_dir
     from deepalign.judges.apply import judge_file
-    from deepalign.judges.validity import format_asr
+    from deepalign.results.validation import format_asr
 
     if args.compare:
         from deepalign.cli.judges import cmd_compare

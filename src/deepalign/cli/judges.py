@@ -9,7 +9,7 @@ from deepalign.cli.common import check_max_failure_share, judge_args, judge_exit
 
 
 def _label_sets(args: argparse.Namespace) -> list:
-    from deepalign.judges.validation import LabelFile, load_label_file, load_pyrit_set, objective_categories
+    from deepalign.data.labels import LabelFile, load_label_file, load_pyrit_set, objective_categories
 
     names: list[str] = []
     for name in [] if args.no_pyrit else args.sets:
@@ -28,15 +28,16 @@ def _label_sets(args: argparse.Namespace) -> list:
 
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:
-    from deepalign.judges import validity
-    from deepalign.judges.validation import CI_METHODS, confusion_line, evaluate, pyrit_line, summary_line
     from deepalign.io import check_out_dir
+    from deepalign.pipeline.judges import run_judge_eval
+    from deepalign.report.judges import confusion_line, pyrit_line, summary_line
+    from deepalign.results.agreement import CI_METHODS
 
     check_out_dir(args.out)
     check_max_failure_share(args)
     sets = _label_sets(args)  # before the judge: a missing pyrit wheel fails fast
     judge = make_judge_from_args(args)
-    report = evaluate(judge, sets, args.out, batch_size=args.judge_batch_size)
+    report = run_judge_eval(judge, sets, args.out, batch_size=args.judge_batch_size, record=not args.no_record)
     print(f"judge: {args.judge} ({judge.name}; sees prefill: {judge.sees_prefill})")
     print("positive class = harmful; 95% intervals: " + "; ".join(f"{k} {v}" for k, v in CI_METHODS.items()))
     for r in report["sets"]:
@@ -44,9 +45,8 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         print(confusion_line(r))
         if line := pyrit_line(r):
             print(line)
-    if not args.no_record:
-        path = validity.record(report)
-        print(f"validation recorded for this judge in {path}")
+    if "recorded" in report:
+        print(f"validation recorded for this judge in {report['recorded']}")
     print(f"report: {args.out}/judge_eval.md (and judge_eval.json)")
     n = sum(r["n_rows"] for r in report["sets"])
     return judge_exit_status({"n": n, "n_errors": sum(r["n_errors"] for r in report["sets"])}, args)
@@ -55,8 +55,9 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """`deepalign judge ROWS --compare A B ...`: every judge on the file, then pairwise agreement and kappa."""
     from deepalign.errors import DeepAlignError
-    from deepalign.judges.compare import compare, lines
     from deepalign.io import check_out_dir
+    from deepalign.pipeline.judges import run_compare
+    from deepalign.report.judges import compare_lines
 
     check_out_dir(args.out)
     check_max_failure_share(args)
@@ -68,8 +69,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         one = copy.copy(args)
         one.judge = spec
         judges[spec] = make_judge_from_args(one)
-    report = compare(args.results, judges, args.out, batch_size=args.judge_batch_size)
-    for line in lines(report):
+    report = run_compare(args.results, judges, args.out, batch_size=args.judge_batch_size)
+    for line in compare_lines(report):
         print(line)
     print(f"report: {args.out}/compare.md (and compare.json)")
     statuses = [judge_exit_status(s, args) for s in report["judges"].values()]

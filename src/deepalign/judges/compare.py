@@ -3,8 +3,8 @@
 Each judge judges the file into ``out/<judge>/`` (resumable, as ``deepalign judge`` does); then for every
 pair of judges, over the rows both judged without error: n, the share of rows on which they agree (95%
 Wilson interval) and Cohen's kappa (95% percentile bootstrap interval, as in
-:mod:`deepalign.judges.validation`), plus each judge's ASR on the file. Writes ``compare.json`` and
-``compare.md`` in ``out``.
+:mod:`deepalign.results.agreement`), plus each judge's ASR on the file. Writes ``compare.json`` in ``out``
+(:func:`deepalign.pipeline.judges.run_compare` adds ``compare.md``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from deepalign.io import atomic_write_json, read_jsonl
+from deepalign.judges.apply import judge_file
 from deepalign.judges.base import Judge
-from deepalign.judges.validation import CI_METHODS, Confusion, accuracy, bootstrap_interval, kappa, wilson
+from deepalign.results.agreement import CI_METHODS, Confusion, accuracy, bootstrap_interval, kappa, wilson
 
 
 def folder_name(spec: str) -> str:
@@ -41,9 +43,6 @@ def pairwise(verdicts: dict[str, dict[str, bool]]) -> list[dict[str, Any]]:
 def compare(rows: str | os.PathLike, judges: dict[str, Judge], out_dir: str | os.PathLike,
             batch_size: int = 64) -> dict[str, Any]:
     """Judge ``rows`` with every judge (``{spec: judge}``) and compare them pairwise (module docstring)."""
-    from deepalign.judges.apply import judge_file
-    from deepalign.io import atomic_write_json, atomic_write_text, read_jsonl
-
     out = Path(out_dir)
     summaries, verdicts = {}, {}
     for spec, judge in judges.items():
@@ -54,44 +53,4 @@ def compare(rows: str | os.PathLike, judges: dict[str, Judge], out_dir: str | os
     report = {"rows": str(rows), "judges": summaries, "pairs": pairwise(verdicts),
               "ci_methods": {"agreement": CI_METHODS["accuracy"], "kappa": CI_METHODS["kappa"]}}
     atomic_write_json(out / "compare.json", report)
-    atomic_write_text(out / "compare.md", markdown(report))
     return report
-
-
-def _ci(entry: dict, pct: bool) -> str:
-    v, ci = entry.get("value"), entry.get("ci")
-    if v is None:
-        return "n/a"
-
-    def f(x: float) -> str:
-        return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
-
-    return f(v) + (f" [{f(ci[0])}, {f(ci[1])}]" if ci else "")
-
-
-def lines(report: dict[str, Any]) -> list[str]:
-    """Printable lines: each judge's ASR, then each pair's agreement and kappa."""
-    out = []
-    for spec, s in report["judges"].items():
-        asr = "n/a" if s["asr"] is None else f"{100 * s['asr']:.1f}%"
-        out.append(f"{spec}: ASR {asr} ({s['n_harmful']}/{s['n_judged']} judged, {s['n_errors']} failed)")
-    for p in report["pairs"]:
-        out.append(f"{p['a']} vs {p['b']}: n={p['n']} agreement {_ci(p['agreement'], True)}, "
-                   f"kappa {_ci(p['kappa'], False)}")
-    return out
-
-
-def markdown(report: dict[str, Any]) -> str:
-    md = [f"# Judges compared on `{report['rows']}`", "",
-          f"Agreement: {report['ci_methods']['agreement']} 95% interval; kappa: {report['ci_methods']['kappa']}.", "",
-          "| judge | ASR | harmful / judged | failed |", "|---|---|---|---|"]
-    for spec, s in report["judges"].items():
-        asr = "n/a" if s["asr"] is None else f"{100 * s['asr']:.1f}%"
-        md.append(f"| {spec} | {asr} | {s['n_harmful']} / {s['n_judged']} | {s['n_errors']} |")
-    md += ["", "| judge A | judge B | n | agreement | kappa | both harmful | only A | only B | neither |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for p in report["pairs"]:
-        c = p["confusion"]
-        md.append(f"| {p['a']} | {p['b']} | {p['n']} | {_ci(p['agreement'], True)} | {_ci(p['kappa'], False)} | "
-                  f"{c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |")
-    return "\n".join(md) + "\n"

@@ -1,14 +1,11 @@
-"""A judge's validation figures travel with every ASR it produces.
+"""The validation cache: a judge's measured agreement with human labels, keyed by its settings.
 
-``deepalign judge-eval`` stores a judge's agreement with human labels in a cache keyed by a hash of the
-judge's :meth:`~deepalign.judges.base.Judge.describe` (operational settings such as concurrency, timeouts
-or cache folders left out, since they do not change a verdict): ``$DEEPALIGN_CACHE/judges/validation/
-<hash>.json``, written atomically. :func:`lookup` finds them for a judge, and :func:`format_asr` writes an
-ASR with its interval and the judge's figures, e.g.
-``ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)``.
-
-The quoted agreement is that on the pooled ``objective`` set when the judge was evaluated on it (its
-label, "the harmful objective was achieved", is what an ASR counts), else on the largest set evaluated.
+``deepalign judge-eval`` stores a judge's figures in ``$DEEPALIGN_CACHE/judges/validation/<hash>.json``
+(written atomically), the hash being that of the judge's :meth:`~deepalign.judges.base.Judge.describe`
+without operational settings (concurrency, timeouts, cache folders, devices: they do not change a
+verdict). :func:`known_validation` finds a judge's figures as the
+:class:`~deepalign.results.validation.JudgeValidation` every ASR summary carries; it only reads the cache
+(a judge is never measured at run time: that is ``judge-eval``'s job).
 """
 
 from __future__ import annotations
@@ -18,11 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deepalign.io import atomic_write_json
+from deepalign.paths import cache_dir
+from deepalign.results.validation import JudgeValidation
+
 # describe() keys that do not change a verdict, left out of the hash.
 OPERATIONAL_KEYS = frozenset({
     "cache_dir", "concurrency", "timeout", "max_retries", "progress", "batch_size", "device", "dtype",
 })
-HEADLINE_SET = "objective"
 
 
 def judge_key(description: dict[str, Any]) -> str:
@@ -32,8 +32,6 @@ def judge_key(description: dict[str, Any]) -> str:
 
 
 def validation_dir() -> Path:
-    from deepalign.paths import cache_dir
-
     return cache_dir() / "judges" / "validation"
 
 
@@ -48,12 +46,10 @@ def _entry(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def record(report: dict[str, Any]) -> Path:
-    """Store a :func:`~deepalign.judges.validation.evaluate` report's figures for its judge; returns the file.
+    """Store a :func:`~deepalign.judges.evaluate.evaluate` report's figures for its judge; returns the file.
 
     Sets already recorded for the same judge and not in ``report`` are kept (a later run on one set
     does not erase the others)."""
-    from deepalign.io import atomic_write_json
-
     entry = _entry(report)
     path = validation_dir() / f"{entry['key']}.json"
     old = _read(path)
@@ -71,44 +67,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def lookup(description: dict[str, Any]) -> dict[str, Any] | None:
-    """The recorded validation of the judge with this ``describe()``, or None."""
+    """The recorded validation entry of the judge with this ``describe()``, or None."""
     return _read(validation_dir() / f"{judge_key(description)}.json")
 
 
-def headline(validation: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``{"set", "n", "accuracy", "ci"}`` of the set quoted beside an ASR (see the module docstring)."""
-    if not validation or not validation.get("sets"):
-        return None
-    sets = validation["sets"]
-    name = HEADLINE_SET if HEADLINE_SET in sets else max(sets, key=lambda s: sets[s].get("n") or 0)
-    s = sets[name]
-    return {"set": name, "n": s["n"], "accuracy": s["accuracy"]["value"], "ci": s["accuracy"].get("ci")}
-
-
-def validation_field(description: dict[str, Any]) -> dict[str, Any] | None:
-    """What a summary records about its judge's validity: the headline figures and the cache key."""
-    v = lookup(description)
-    h = headline(v)
-    return None if h is None else {**h, "key": v["key"], "sets": sorted(v["sets"])}
-
-
-def judge_phrase(validation: dict[str, Any] | None, name: str) -> str:
-    """``keyword judge; 81% agreement with human labels, 395 rows`` (or how to get them)."""
-    h = validation if validation and "accuracy" in validation else headline(validation)
-    if h is None or h.get("accuracy") is None:
-        return f"{name} judge; not validated against human labels (deepalign judge-eval --judge {name})"
-    return f"{name} judge; {100 * h['accuracy']:.0f}% agreement with human labels, {h['n']} rows"
-
-
-def format_asr(asr: float | None, low: float | None, high: float | None, name: str,
-               validation: dict[str, Any] | None) -> str:
-    """``ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)``.
-
-    ``validation`` is a :func:`lookup` result, a :func:`validation_field` / :func:`headline` dict, or None."""
-    if asr is None:
-        text = "ASR n/a"
-    else:
-        text = f"ASR {100 * asr:.0f}%"
-        if low is not None and high is not None:
-            text += f" [{100 * low:.0f}, {100 * high:.0f}]"
-    return f"{text} ({judge_phrase(validation, name)})"
+def known_validation(description: dict[str, Any]) -> JudgeValidation | None:
+    """The headline validation of the judge with this ``describe()`` (None: never measured)."""
+    return JudgeValidation.of_entry(lookup(description))
