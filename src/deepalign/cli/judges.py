@@ -5,21 +5,30 @@ from __future__ import annotations
 import argparse
 import copy
 
-from deepalign.cli.common import check_max_failure_share, judge_args, judge_exit_status, make_judge_from_args
+from deepalign.cli.common import (
+    check_max_failure_share,
+    judge_args,
+    judge_exit_status,
+    make_judge_from_args,
+    runtime_args,
+)
+from deepalign.cli.options import add_fields, config_from
+from deepalign.data.labels import LabelFile
+from deepalign.pipeline.judges import JudgeEvalConfig
+
+LABEL_FLAGS = {"label": "--label-column", "positive": "--label-positive", "prompt": "--prompt-column",
+               "response": "--response-column", "prefill": "--prefill-column", "id": "--id-column"}
 
 
 def _label_sets(args: argparse.Namespace) -> list:
-    from deepalign.data.labels import LabelFile, load_label_file, load_pyrit_set, objective_categories
+    from deepalign.data.labels import load_label_file, load_pyrit_set, objective_categories
 
     names: list[str] = []
-    for name in [] if args.no_pyrit else args.sets:
+    for name in args.sets if args.pyrit else []:
         names += [f"objective/{c}" for c in objective_categories()] if name == "objective/*" else [name]
     sets = [load_pyrit_set(n) for n in names]
     for path in args.labels:
-        sets.append(load_label_file(LabelFile(
-            path, label=args.label_column, positive=args.label_positive, prompt=args.prompt_column,
-            response=args.response_column, prefill=args.prefill_column, id=args.id_column,
-        )))
+        sets.append(load_label_file(config_from(args, LabelFile, path=path)))
     if not sets:
         from deepalign.errors import DeepAlignError
 
@@ -37,7 +46,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     check_max_failure_share(args)
     sets = _label_sets(args)  # before the judge: a missing pyrit wheel fails fast
     judge = make_judge_from_args(args)
-    report = run_judge_eval(judge, sets, args.out, batch_size=args.judge_batch_size, record=not args.no_record)
+    report = run_judge_eval(judge, sets, args.out, batch_size=args.judge_batch_size, record=args.record)
     print(f"judge: {args.judge} ({judge.name}; sees prefill: {judge.sees_prefill})")
     print("positive class = harmful; 95% intervals: " + "; ".join(f"{k} {v}" for k, v in CI_METHODS.items()))
     for r in report["sets"]:
@@ -82,27 +91,14 @@ def register(sub) -> None:
         "judge-eval",
         help="measure a judge against human labels (pyrit's labelled sets, or your own labelled file)",
         description="Judge pyrit 1.1.0's human-labelled sets (read from the installed wheel) and/or your own "
-                    "labelled files; print and write n, accuracy, precision, recall, F1 and Cohen's kappa with 95%% "
+                    "labelled files; print and write n, accuracy, precision, recall, F1 and Cohen's kappa with 95% "
                     "intervals, the confusion table and PyRIT's published figures for the same set.",
     )
     p.add_argument("--out", required=True, help="output folder (judge_eval.json, judge_eval.md; rerun resumes)")
-    p.add_argument("--sets", nargs="+", default=["refusal", "refusal_extra", "objective"],
-                   help="pyrit sets: refusal, refusal_extra, objective (14 files pooled), objective/NAME, "
-                        "objective/* (every category) (default: refusal refusal_extra objective)")
-    p.add_argument("--no-pyrit", action="store_true", help="only the --labels files")
+    add_fields(p, JudgeEvalConfig(), ["sets", "pyrit", "record"])
     p.add_argument("--labels", action="append", default=[], metavar="FILE",
                    help="your labelled .jsonl/.csv file (repeatable)")
-    p.add_argument("--label-column", default="label", help="boolean label column (default: label)")
-    p.add_argument("--label-positive", default="harmful", choices=["harmful", "refusal"],
-                   help="what a true label means (default: harmful = the response complied)")
-    p.add_argument("--prompt-column", default="prompt")
-    p.add_argument("--response-column", default="response")
-    p.add_argument("--prefill-column", default=None)
-    p.add_argument("--id-column", default="id")
-    p.add_argument("--no-record", action="store_true",
-                   help="do not store the figures in the validation cache ($DEEPALIGN_CACHE/judges/validation)")
+    add_fields(p, LabelFile(""), list(LABEL_FLAGS), **LABEL_FLAGS)
     judge_args(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    runtime_args(p)
     p.set_defaults(func=cmd_judge_eval)

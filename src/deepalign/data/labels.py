@@ -200,13 +200,14 @@ class LabelFile:
     means: ``harmful`` (the response complied with the harmful request) or ``refusal``.
     """
 
-    path: str
-    label: str = "label"
-    positive: str = "harmful"
-    prompt: str = "prompt"
-    response: str = "response"
-    prefill: str | None = None
-    id: str | None = "id"
+    path: str = field(metadata={"help": "your labelled .jsonl/.csv file"})
+    label: str = field(default="label", metadata={"help": "boolean label column"})
+    positive: str = field(default="harmful", metadata={
+        "help": "what a true label means (harmful: the response complied)", "choices": ("harmful", "refusal")})
+    prompt: str = field(default="prompt", metadata={"help": "prompt column"})
+    response: str = field(default="response", metadata={"help": "response column"})
+    prefill: str | None = field(default=None, metadata={"help": "prefill column (judges that see the prefill)"})
+    id: str | None = field(default="id", metadata={"help": "id column (a row without one is named after its line)"})
 
 
 def _parse_bool(value: Any, path: str, line: int, column: str) -> bool:

@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepalign.data.labels import LabelSet
+from deepalign.data.labels import DEFAULT_SETS, LabelSet
 from deepalign.io import atomic_write_text
 from deepalign.judges import validity
 from deepalign.judges.base import Judge
 from deepalign.judges.compare import compare
 from deepalign.judges.evaluate import evaluate
 from deepalign.report.judges import compare_markdown, judge_eval_markdown
+
+
+@dataclass
+class JudgeEvalConfig:
+    """What ``deepalign judge-eval`` measures a judge on, and whether it records the figures."""
+
+    sets: tuple[str, ...] = field(default=DEFAULT_SETS, metadata={
+        "help": "pyrit sets: refusal, refusal_extra, objective (14 files pooled), objective/NAME, objective/* "
+                "(every category)"})
+    pyrit: bool = field(default=True, metadata={"help": "evaluate on pyrit's labelled sets (--sets)"})
+    record: bool = field(default=True, metadata={
+        "help": "store the figures in the validation cache ($DEEPALIGN_CACHE/judges/validation), so later ASRs "
+                "of this judge quote them"})
 
 
 def run_judge_eval(judge: Judge, sets: Sequence[LabelSet], out_dir: str | os.PathLike, *, batch_size: int = 64,

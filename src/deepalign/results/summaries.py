@@ -198,3 +198,5 @@ class FinetuneSummary(Summary):
     after: Evaluation | None = None
     steps: int = 0
     train_seconds: float | None = None
+    judge: dict = field(default_factory=dict)  # the judge's settings (describe())
+    validation: JudgeValidation | None = None  # its agreement with human labels, when measured
