@@ -21,6 +21,7 @@ JUDGES = {
     "llm": "deepalign.judges.llm:LLMJudge",
     "classifier": "deepalign.judges.classifier:ClassifierJudge",
     "probe": "deepalign.judges.probe:ProbeJudge",
+    "hybrid": "deepalign.judges.hybrid:HybridJudge",
     "llm-paper": "deepalign.judges.paper:PaperLLMJudge",
     "strongreject": "deepalign.judges.reference.strongreject:StrongRejectJudge",
     "harmbench": "deepalign.judges.reference.harmbench:HarmBenchJudge",
@@ -28,15 +29,18 @@ JUDGES = {
     "llama-guard": "deepalign.judges.reference.llama_guard:llama_guard",
 }
 # `offline` always names the offline judge with the best measured agreement with pyrit's 564 human labels
-# (docs/judges.md): today the keyword judge, 78.0% (keyword:paper 73.4%, probe 71.3%).
+# (docs/judges.md): today the keyword judge, 78.0% (keyword:paper 73.4%, probe 71.3%; hybrid 78.2%, one row
+# more, is not chosen: a tie within the intervals, it needs SmolLM2, and it is 8 points worse on the objective
+# set, the one an ASR counts).
 ALIASES = {"offline": "keyword"}
 # judges that take a local folder after ':' (True: required)
-PATH_JUDGES = {"classifier": True, "harmbench": True, "harmbench-mistral": True, "llama-guard": False, "probe": False}
+PATH_JUDGES = {"classifier": True, "harmbench": True, "harmbench-mistral": True, "llama-guard": False,
+               "probe": False, "hybrid": False}
 
 
 def make_judge(spec: str, **options: Any) -> Judge:
     """Build a judge from a spec: ``keyword[:ours|paper]`` | ``exact`` | ``llm`` | ``classifier:PATH`` |
-    ``probe[:PATH]`` | ``offline`` (an alias, :data:`ALIASES`) | ``llm-paper`` | ``strongreject`` |
+    ``probe[:PATH]`` | ``hybrid[:PATH]`` | ``offline`` (an alias, :data:`ALIASES`) | ``llm-paper`` | ``strongreject`` |
     ``harmbench:PATH`` | ``harmbench-mistral:PATH`` | ``llama-guard[:PATH]``.
 
     ``options`` are passed to the judge's constructor (e.g. ``sees_prefill=True``, ``model=...``);
@@ -46,7 +50,8 @@ def make_judge(spec: str, **options: Any) -> Judge:
     kind, _, arg = spec.partition(":")
     if kind not in JUDGES:
         raise DeepAlignError(f"unknown judge {spec!r}; choose one of: keyword, exact, llm, classifier:PATH, probe, "
-                             "offline, llm-paper, strongreject, harmbench:PATH, harmbench-mistral:PATH, llama-guard")
+                             "hybrid, offline, llm-paper, strongreject, harmbench:PATH, harmbench-mistral:PATH, "
+                             "llama-guard")
     if kind == "keyword" and arg in ("ours", "paper"):  # a refusal-marker preset
         options["markers"] = arg
     elif kind in PATH_JUDGES:
