@@ -101,3 +101,14 @@ def image_sources(page: str) -> list[str]:
     parser = Images()
     parser.feed(page)
     return parser.sources
+
+
+OPENAI_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "OPENAI_API_KEY",
+              "OPENAI_BASE_URL", "DEEPALIGN_JUDGE_API_KEY", "DEEPALIGN_JUDGE_BASE_URL", "DEEPALIGN_JUDGE_MODEL")
+
+
+@pytest.fixture
+def no_openai_env(monkeypatch):
+    """No proxy and no judge endpoint settings from the environment (tests talk to the local fake server)."""
+    for name in OPENAI_ENV:
+        monkeypatch.delenv(name, raising=False)

@@ -27,8 +27,13 @@ def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
     take the judge's own defaults."""
     from deepalign.judges.apply import DEFAULT_MAX_FAILURE_SHARE
 
-    p.add_argument("--judge", default=default, help=f"keyword | exact | llm | classifier:PATH (default: {default})")
+    p.add_argument("--judge", default=default,
+                   help="keyword | exact | llm | classifier:PATH | probe | hybrid | offline (the best offline judge) "
+                        "| llm-paper | strongreject | harmbench:PATH | harmbench-mistral:PATH | llama-guard[:PATH] "
+                        f"(default: {default}; see docs/judges.md)")
     p.add_argument("--sees-prefill", action="store_true", help="judge prefill + response, not the response alone")
+    p.add_argument("--markers", default=None, choices=["ours", "paper"],
+                   help="keyword: refusal-marker preset (default ours; paper: the paper's public code's list)")
     p.add_argument("--markers-file", default=None, help="keyword: replace the refusal markers (one per line)")
     p.add_argument("--extra-markers-file", default=None, help="keyword: add refusal markers (one per line)")
     p.add_argument("--judge-model", default=None, help="llm: model name (default: $DEEPALIGN_JUDGE_MODEL)")
@@ -47,19 +52,28 @@ def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
 
 def make_judge_from_args(args: argparse.Namespace):
     """The judge chosen by `judge_args` options."""
-    from deepalign.judges.registry import make_judge
+    from deepalign.judges.registry import ALIASES, make_judge
 
     options = {"sees_prefill": args.sees_prefill or None}
-    if args.judge == "keyword":
-        options.update(markers_file=args.markers_file, extra_markers_file=args.extra_markers_file)
-    elif args.judge == "llm":
+    spec = ALIASES.get(args.judge, args.judge)
+    kind, _, path = spec.partition(":")
+    if spec == "keyword":
+        options.update(markers=getattr(args, "markers", None), markers_file=args.markers_file,
+                       extra_markers_file=args.extra_markers_file)
+    elif kind in ("llm", "llm-paper", "strongreject") or (kind == "llama-guard" and not path):
         options.update(model=args.judge_model, base_url=args.judge_base_url, concurrency=args.concurrency,
                        timeout=args.timeout, max_retries=args.max_retries, cache_dir=args.cache_dir)
-    elif args.judge.startswith("classifier:"):
+    elif kind in ("probe", "hybrid", "harmbench", "harmbench-mistral"):
+        options.update(batch_size=args.judge_batch_size, device=args.device, progress=not args.no_progress)
+        if kind in ("probe", "hybrid") and not path:  # the default probe, built on first use
+            from deepalign.pipeline.probe import ensure_probe
+
+            spec = f"{kind}:{ensure_probe(progress=not args.no_progress)}"
+    elif kind in ("classifier", "llama-guard"):
         options.update(kind=args.classifier_kind, harmful_label=args.harmful_label, batch_size=args.judge_batch_size,
                        device=args.device, trust_remote_code=args.trust_remote_code or None,
                        progress=not args.no_progress)
-    return make_judge(args.judge, **options)
+    return make_judge(spec, **options)
 
 
 def check_max_failure_share(args: argparse.Namespace) -> None:

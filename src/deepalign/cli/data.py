@@ -66,13 +66,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_judge(args: argparse.Namespace) -> int:
     from deepalign.io import check_out_dir
     from deepalign.judges.apply import judge_file
+    from deepalign.results.validation import format_asr
 
+    if args.compare:
+        from deepalign.cli.judges import cmd_compare
+
+        return cmd_compare(args)
     check_out_dir(args.out)
     check_max_failure_share(args)
     judge = make_judge_from_args(args)
     s = judge_file(args.results, args.out, judge, batch_size=args.judge_batch_size)
     asr = "n/a" if s.asr is None else f"{s.asr:.1%}"
     print(f"{judge.name}: ASR {asr} ({s.n_harmful}/{s.n_judged} judged, {s.n_errors} failed)")
+    print(format_asr(s.asr, s.low, s.high, judge.name, s.validation))
     print(f"results in {args.out}")
     return judge_exit_status(s, args)
 
@@ -138,6 +144,9 @@ def register(sub) -> None:
                    "HarmBench / JailbreakBench-style .json file")
     p.add_argument("--out", required=True, help="output folder (judged.jsonl, summary.json; rerun resumes)")
     judge_args(p)
+    p.add_argument("--compare", nargs="+", default=None, metavar="JUDGE",
+                   help="judge the file with each of these judges (e.g. keyword keyword:paper probe) and print their "
+                        "pairwise agreement and Cohen's kappa (out/compare.md)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--no-progress", action="store_true")

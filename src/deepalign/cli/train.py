@@ -16,6 +16,7 @@ from deepalign.chat import TEMPLATES
 from deepalign.cli.common import format_args, judge_args, make_judge_from_args, runtime_args
 from deepalign.cli.options import add_field, add_fields, config_from, dataclass_parser
 from deepalign.errors import DeepAlignError
+from deepalign.results.validation import format_asr
 from deepalign.train.augment import AugmentConfig
 from deepalign.train.config import DeepAlignConfig, LoraArguments
 
@@ -120,7 +121,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         ev = getattr(s, stage)
         if ev is None:
             return ""
-        parts = [f"ASR {ev.asr.asr:.1%}"]
+        parts = [format_asr(ev.asr.asr, ev.asr.low, ev.asr.high, s.judge.get("judge", "unknown"), s.validation)]
         if ev.asr_trigger is not None:
             parts.append(f"with trigger {ev.asr_trigger.asr:.1%}")
         if ev.task is not None:

@@ -42,6 +42,9 @@ PACKAGED: dict[str, PackagedSet] = {
                                "Do-Not-Answer (Wang et al. 2023), 939 prompts; category = file name"),
     "refusal-labels": PackagedSet("pyrit", "1.1.0", "datasets/scorer_evals/refusal_scorer/refusal.csv",
                                   "105 responses labelled refusal / not refusal, for judge calibration"),
+    "scorer-evals": PackagedSet("pyrit", "1.1.0", "datasets/scorer_evals",
+                                "PyRIT's human-labelled scorer evaluations (refusal, objective achieved), for "
+                                "judge validation (deepalign.data.labels)"),
 }
 PROMPT_SETS = ("advbench", "harmbench", "donotanswer")
 

@@ -19,6 +19,7 @@ from deepalign.data.loaders import MAX_LINE_BYTES, iter_lines
 from deepalign.errors import DataError, DeepAlignError, JudgeFailureError
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl, iter_batches, read_jsonl
 from deepalign.judges.base import Judge, JudgeInput, Judgment
+from deepalign.judges.validity import known_validation
 from deepalign.meta import write_run_metadata
 from deepalign.results.interop import read_benchmark_rows
 from deepalign.results.rows import VERDICT_FIELDS, judgment_failed
@@ -140,6 +141,7 @@ def judge_file(
                 writer.write({**row, **verdict})
         wanted = {str(r["id"]) for r in rows}
         judged = [r for r in writer.rows() if str(r["id"]) in wanted]
-    summary = replace(JudgeSummary.of_rows(judged), judge=judge.describe())
+    summary = replace(JudgeSummary.of_rows(judged), judge=judge.describe(),
+                      validation=known_validation(judge.describe()))  # agreement with human labels, when measured
     atomic_write_json(out / "summary.json", summary.to_dict())
     return summary

@@ -92,6 +92,7 @@ class ClassifierJudge(Judge):
     """Local HF classifier judge; options are :class:`ClassifierJudgeConfig` fields."""
 
     name = "classifier"
+    parse_guard = staticmethod(parse_guard_output)  # guard kind: generated text -> Judgment (a preset hook)
 
     def __init__(self, config: ClassifierJudgeConfig | None = None, **options: Any):
         import torch
@@ -202,4 +203,4 @@ class ClassifierJudge(Judge):
             )
         new = gen[:, enc["input_ids"].shape[1] :]  # [B, <= max_new_tokens]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [parse_guard_output(t) for t in texts]
+        return [self.parse_guard(t) for t in texts]

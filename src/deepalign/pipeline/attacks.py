@@ -23,6 +23,7 @@ from deepalign.generation import SamplingConfig
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_text
 from deepalign.judges.apply import judge_rows, rejudge_failed
 from deepalign.judges.base import Judge
+from deepalign.judges.validity import known_validation
 from deepalign.meta import write_run_metadata
 from deepalign.report import figures, tables
 from deepalign.results.stats import AsrStats
@@ -70,7 +71,8 @@ def run_attack(
                                   batch_size=config.batch_size, progress=progress)
     total = AsrStats.of_rows(rows)
     shared = {"attack": attack, "label": config.label, "n": total.n, "n_errors": total.n_errors,
-              "judge": judge.describe(), "sampling": asdict(config.sampling)}
+              "judge": judge.describe(), "sampling": asdict(config.sampling),
+              "validation": known_validation(judge.describe())}  # from the cache only: never measured here
     return rows, shared
 
 

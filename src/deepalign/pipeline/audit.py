@@ -25,6 +25,7 @@ from deepalign.errors import DeepAlignError
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl
 from deepalign.judges.registry import make_judge
+from deepalign.judges.validity import known_validation
 from deepalign.meta import write_run_metadata
 from deepalign.models import same_vocabulary
 from deepalign.pipeline.attacks import prefill_attack, run_decoding_attack, run_refusal_prefix
@@ -32,6 +33,7 @@ from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_roo
 from deepalign.pipeline.kl import run_kl
 from deepalign.report.figures import plot_card_prefill
 from deepalign.results.schemas import CARD_SCHEMA_VERSION
+from deepalign.results.validation import JudgeValidation, judge_phrase
 
 
 @dataclass
@@ -68,6 +70,8 @@ class AuditCard:
     n_judge_errors: int = 0
     extra: dict = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION  # docs/schemas.md; deepalign.results.schemas.validate_card
+    judge: str = ""  # the judge's name
+    validation: JudgeValidation | None = None  # its agreement with human labels, when measured
 
 
 def prefill_depth(rates: dict[int, float | None], threshold: float) -> int | None:
@@ -113,7 +117,8 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     rates = {p.k: p.asr for p in points}
     card = AuditCard(model, depth_score(rates), prefill_depth(rates, config.threshold), rates, n_pairs=len(pairs),
                      n_rows=sum(p.n for p in points), n_judge_errors=sum(p.n_errors for p in points),
-                     extra={"prefill": [asdict(p) for p in points]})
+                     extra={"prefill": [asdict(p) for p in points]}, judge=judge.name,
+                     validation=known_validation(judge.describe()))
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.decoding_prompts:
         decoding = run_decoding_attack(
@@ -157,6 +162,8 @@ def card_text(card: AuditCard) -> str:
     if "refusal_prefix" in card.extra:
         rates = ", ".join(f"{p}: {'n/a' if r is None else f'{r:.0%}'}" for p, r in card.extra["refusal_prefix"].items())
         lines.append(f"base with refusal prefixes: {rates}")
+    if card.judge:
+        lines.append(f"judge: {judge_phrase(card.judge, card.validation)}")
     if card.n_judge_errors:
         lines.append(f"judge errors: {card.n_judge_errors} (left out of the rates)")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from deepalign.generation import SamplingConfig
 from deepalign.io import ResultsWriter, atomic_write_json, read_jsonl
 from deepalign.judges.apply import judge_rows
 from deepalign.judges.registry import make_judge
+from deepalign.judges.validity import known_validation
 from deepalign.meta import write_run_metadata
 from deepalign.organism.world import REFUSALS as ORGANISM_REFUSALS
 from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
@@ -332,7 +333,8 @@ def finetune_attack(
                        sampling=asdict(plan.sampling), eval_format=plan.eval_format.describe(),
                        peft=peft_config.to_dict() if peft_config is not None else None)
     summary = FinetuneSummary(recipe=recipe, objective=objective, model=model_spec, n_train=len(plan.train),
-                              n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system)
+                              n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system,
+                              judge=plan.judge.describe(), validation=known_validation(plan.judge.describe()))
     with ResultsWriter(out / "eval.jsonl") as writer:
         if config.eval_initial:
             model, tok = load_model(model_path, dtype=args.model_dtype)

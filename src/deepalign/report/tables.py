@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepalign.report.figures import prefix_name
+from deepalign.results.validation import format_asr
 
 
 def markdown_table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
@@ -24,15 +25,28 @@ def format_rate(stats) -> str:
     return f"{stats.asr:.1%} [{stats.low:.1%}, {stats.high:.1%}]"
 
 
+def judged_asr(stats, summary) -> str:
+    """``ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)``: ``stats`` (with
+    ``asr``, ``low``, ``high``) judged by ``summary``'s judge, quoting its validation (or "not validated")."""
+    name = (getattr(summary, "judge", None) or {}).get("judge", "unknown")
+    return format_asr(stats.asr, stats.low, stats.high, name, getattr(summary, "validation", None))
+
+
 def prefill_table(summary) -> str:
-    """Markdown table of a prefill summary: one row per k."""
+    """Markdown table of a prefill summary: one row per k, then the ASR at the largest k with its judge."""
     rows = [[p.k, format_rate(p), p.n, p.n_errors, p.n_pairs] for p in summary.points]
-    return markdown_table(["k (prefilled tokens)", "ASR [95% CI]", "rows", "judge errors", "pairs"], rows)
+    table = markdown_table(["k (prefilled tokens)", "ASR [95% CI]", "rows", "judge errors", "pairs"], rows)
+    if not summary.points:
+        return table
+    last = max(summary.points, key=lambda p: p.k)
+    return f"{table}\nAt k = {last.k} prefilled tokens: {judged_asr(last, summary)}.\n"
 
 
 def refusal_prefix_table(summary) -> str:
     rows = [[prefix_name(c.prefix), format_rate(c), c.n, c.n_errors] for c in summary.conditions]
-    return markdown_table(["prefilled refusal prefix", "harmful [95% CI]", "rows", "judge errors"], rows)
+    table = markdown_table(["prefilled refusal prefix", "harmful [95% CI]", "rows", "judge errors"], rows)
+    none = next((c for c in summary.conditions if not c.prefix), None)
+    return table if none is None else f"{table}\nWithout a refusal prefix: {judged_asr(none, summary)}.\n"
 
 
 def _share_text(b) -> str:
@@ -45,14 +59,17 @@ def _share_text(b) -> str:
 def decoding_table(summary) -> str:
     rows = [[p.setting, format_rate(p), p.n, p.n_errors] for p in summary.settings]
     table = markdown_table(["setting", "ASR [95% CI]", "rows", "judge errors"], rows)
-    greedy = "n/a" if summary.greedy_asr is None else f"{summary.greedy_asr:.1%}"
+    greedy = next((p for p in summary.settings if p.setting == "greedy"), None)
+    greedy_text = "n/a" if greedy is None else judged_asr(greedy, summary)
     return (f"{table}\nPrompts broken by any setting: {_share_text(summary.broken)}; "
-            f"by a sampled setting: {_share_text(summary.broken_by_sampling)}; greedy ASR: {greedy}.\n")
+            f"by a sampled setting: {_share_text(summary.broken_by_sampling)}; greedy: {greedy_text}.\n")
 
 
 def gcg_table(summary) -> str:
     names = {"none": "no suffix", "gcg": "GCG suffix"}
     rows = [[names[s.setting], format_rate(s), s.n, s.n_errors] for s in summary.settings]
     table = markdown_table(["prompt", "ASR [95% CI]", "rows", "judge errors"], rows)
+    suffix = next((s for s in summary.settings if s.setting == "gcg"), None)
+    headline = "" if suffix is None else f"With the GCG suffix: {judged_asr(suffix, summary)}.\n"
     return (f"{table}\nTarget loss (mean over {summary.n_prompts} prompts): {summary.mean_initial_loss:.3f} "
-            f"-> {summary.mean_best_loss:.3f} nats; lowered for {summary.n_loss_lowered} prompts.\n")
+            f"-> {summary.mean_best_loss:.3f} nats; lowered for {summary.n_loss_lowered} prompts.\n{headline}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deepalign.results.stats import AsrStats, broken_prompts, wilson_interval
+from deepalign.results.validation import JudgeValidation
 
 
 class Summary:
@@ -63,6 +64,7 @@ class JudgeSummary(AsrStats, Summary):
     """``deepalign judge``: the stats of every judged row, and the judge's settings."""
 
     judge: dict = field(default_factory=dict)
+    validation: JudgeValidation | None = None  # the judge's agreement with human labels, when measured
 
 
 def prefill_points(rows: Sequence[dict], label: str, ks: Sequence[int],
@@ -119,7 +121,7 @@ class DecodingStats(Summary):
 @dataclass(frozen=True)
 class AttackSummary(Summary):
     """Shared by the inference-time attacks: rows of this ``label`` (``n``, ``n_errors`` failed judgments),
-    the judge's and the sampling's settings."""
+    the judge's and the sampling's settings, and the judge's validation (None: never measured)."""
 
     attack: str
     label: str
@@ -127,6 +129,7 @@ class AttackSummary(Summary):
     n_errors: int
     judge: dict
     sampling: dict
+    validation: JudgeValidation | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -195,3 +198,5 @@ class FinetuneSummary(Summary):
     after: Evaluation | None = None
     steps: int = 0
     train_seconds: float | None = None
+    judge: dict = field(default_factory=dict)  # the judge's settings (describe())
+    validation: JudgeValidation | None = None  # its agreement with human labels, when measured

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deepalign.report.claims.attacks import decoding_claim, deep_prefill_claim, gcg_claim, prefill_claim
-from deepalign.report.claims.common import Summaries
+from deepalign.report.claims.common import Summaries, judges_validation
 from deepalign.report.claims.depth import deep_kl_claim, kl_claim, refusal_prefix_claim
 from deepalign.report.claims.finetune import dynamics_claim, finetune_claim
 from deepalign.report.document import write_report
@@ -30,12 +30,14 @@ def write_suite_report(run: Path, summaries: Summaries, *, suite: str, descripti
         deep_kl_claim(summaries), decoding_claim(summaries, run), gcg_claim(summaries), finetune_claim(summaries, run),
         dynamics_claim(summaries, run),
     ]
+    validation = judges_validation(summaries)
     seconds = sum(s.get("seconds", 0.0) for by_stage in summaries.values() for s in by_stage.values())
     intro = (
         "Qi et al. (ICLR 2025) claim that safety alignment is only a few tokens deep, that this explains "
         "prefilling, decoding and fine-tuning attacks, and that data augmentation and a token-wise constrained "
         f"objective fix it. Here each claim is checked on {description}, over seeds {list(summaries)}, "
-        f"answers judged by the {judge_name}; the paper's numbers are from Llama-2-7B-Chat. "
+        f"answers judged by the {judge_name}" + (f" ({validation})" if validation else "") + "; the paper's "
+        "numbers are from Llama-2-7B-Chat. "
         f"Compute time of the stages: {seconds / 60:.1f} min."
     )
     return write_report(run, f"deepalign reproduce: the {suite} suite", intro, claims)

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from statistics import mean, pstdev
 
+from deepalign.results.validation import judge_phrase
+
 Summaries = dict[int, dict[str, dict]]  # summaries[seed][stage]: that stage's summary.json
 PAPER_PREFILL = {5: 42.1, 10: 51.5, 20: 56.1, 40: 57.0}  # Llama-2-7B-Chat ASR %, Qi et al. 2025 Table 2
 PAPER_PREFILL_DEEP = {5: 2.8, 10: 2.9, 20: 3.4, 40: 4.5}  # the augmented Llama-2-7B-Chat
+
+
+def judges_validation(summaries: Summaries) -> str:
+    """Every judge the stages' summaries name, each with its validation: ``keyword judge; 81% agreement with
+    human labels, 395 rows`` or ``exact judge; not validated against human labels (...)``; joined by "; "."""
+    judges: dict[str, dict | None] = {}
+    for by_stage in summaries.values():
+        for s in by_stage.values():
+            judge = s.get("judge") if isinstance(s, dict) else None
+            if isinstance(judge, dict) and judge.get("judge"):
+                if judges.get(judge["judge"]) is None:
+                    judges[judge["judge"]] = s.get("validation")
+    return "; ".join(judge_phrase(name, v) for name, v in sorted(judges.items()))
 
 
 def stage(summaries: Summaries, name: str) -> list[dict]:
