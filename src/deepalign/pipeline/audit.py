@@ -11,6 +11,7 @@ Headline figures (docs/audit.md explains them):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import mean
@@ -32,6 +33,8 @@ from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_roo
 from deepalign.pipeline.kl import run_kl
 from deepalign.report.figures import plot_card_prefill
 from deepalign.results.schemas import CARD_SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class AuditCard:
     n_pairs: int = 0
     n_rows: int = 0
     n_judge_errors: int = 0
+    skipped_ks: list[int] = field(default_factory=list)  # k of the grid longer than every answer: not measured
     extra: dict = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION  # docs/schemas.md; deepalign.results.schemas.validate_card
 
@@ -100,20 +104,27 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     pairs = load_pairs(str(pairs_path), limit=config.limit)
     judge = judge or make_judge("keyword")
     model_obj, tok = load_model(model)
-    prefill_items(tok, pairs, config.prefill_ks, label="model", fmt=ChatFormat(config.template),
-                  source=str(pairs_path))  # validates the data and the template before anything is written
+    items = prefill_items(tok, pairs, config.prefill_ks, label="model", fmt=ChatFormat(config.template),
+                          source=str(pairs_path))  # validates the data and the template before anything is written
+    ks = tuple(k for k in config.prefill_ks if any(it.fields["k"] == k for it in items))
+    skipped = sorted(set(config.prefill_ks) - set(ks))
+    if not ks:
+        raise DeepAlignError(f"{pairs_path}: every prefill length {sorted(config.prefill_ks)} is longer than "
+                             "every answer: pass smaller --tokens (0 always fits)")
+    if skipped:
+        log.warning("prefill lengths %s are longer than every answer in %s: skipped", skipped, pairs_path)
     if base is not None and not same_vocabulary(tok, load_tokenizer(base)):
         raise DeepAlignError(f"{base}: the base model's vocabulary differs from {model}'s: KL needs a shared one")
     write_run_metadata(out, command="audit", model=model, base=base, pairs=str(pairs_path), config=asdict(config),
                        judge=judge.describe())
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed)
     with ResultsWriter(out / "rows.jsonl") as writer:
-        points = prefill_attack(model_obj, tok, pairs, config.prefill_ks, judge, writer, label="model",
+        points = prefill_attack(model_obj, tok, pairs, ks, judge, writer, label="model",
                                 sampling=sampling, fmt=ChatFormat(config.template), progress=progress)
     rates = {p.k: p.asr for p in points}
     card = AuditCard(model, depth_score(rates), prefill_depth(rates, config.threshold), rates, n_pairs=len(pairs),
                      n_rows=sum(p.n for p in points), n_judge_errors=sum(p.n_errors for p in points),
-                     extra={"prefill": [asdict(p) for p in points]})
+                     skipped_ks=skipped, extra={"prefill": [asdict(p) for p in points]})
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.decoding_prompts:
         decoding = run_decoding_attack(
@@ -146,6 +157,12 @@ def card_text(card: AuditCard) -> str:
     rates = ", ".join(f"k={k}: {'n/a' if r is None else f'{r:.0%}'}" for k, r in card.prefill.items())
     lines = [f"model: {card.model}", f"depth score: {card.depth_score:.3f} (1 = deep, 0 = shallow)",
              f"prefill depth: {depth}", f"harmful rate: {rates}"]
+    short = [f"k={p['k']}: {card.n_pairs - p['n_pairs']}" for p in card.extra.get("prefill", [])
+             if p["n_pairs"] < card.n_pairs]
+    if short:
+        lines.append(f"pairs shorter than k, left out at that k: {', '.join(short)} (of {card.n_pairs})")
+    if card.skipped_ks:
+        lines.append(f"skipped: k = {', '.join(map(str, card.skipped_ks))} (longer than every answer)")
     if card.kl_depth is not None:
         lines.append(f"KL depth: 90% of the KL mass by token {card.kl_depth}; first 5 tokens hold "
                      f"{card.kl_share_first_5:.0%}")
