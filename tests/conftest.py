@@ -146,3 +146,19 @@ def user_builtins_for_slow_tests(request, monkeypatch, small_builtins):
         monkeypatch.setenv("DEEPALIGN_CACHE", USER_CACHE)
     for name, value in small_builtins.items():
         monkeypatch.setattr(builtins, name, value)
+
+
+def _hypothesis_profiles() -> None:
+    """``fast`` (the default: few examples, derandomized so the suite is deterministic, no example database
+    written) and ``thorough`` (HYPOTHESIS_PROFILE=thorough: many random examples) for tests/test_fuzz_*.py."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the fuzz tests skip themselves
+        return
+    quiet = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("fast", deadline=None, derandomize=True, database=None, suppress_health_check=quiet)
+    settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=quiet)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+_hypothesis_profiles()

@@ -55,6 +55,27 @@ class AuditConfig:
         default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
     )
 
+    def __post_init__(self) -> None:
+        """Checks every setting before an audit writes anything."""
+        self.prefill_ks = tuple(self.prefill_ks)
+        if not self.prefill_ks or any(k < 0 for k in self.prefill_ks) or len(set(self.prefill_ks)) != len(
+                self.prefill_ks):
+            raise DeepAlignError(f"prefill lengths must be distinct numbers >= 0, got {list(self.prefill_ks)}")
+        if not 0 <= self.threshold <= 1:
+            raise DeepAlignError(f"threshold must be in [0, 1], got {self.threshold}")
+        for name in ("limit", "kl_positions"):
+            if getattr(self, name) < 1:
+                raise DeepAlignError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoding_prompts < 0:
+            raise DeepAlignError(f"decoding_prompts must be >= 0 (0 skips the decoding attack), got "
+                                 f"{self.decoding_prompts}")
+        self.sampling()
+        ChatFormat(self.template)
+
+    def sampling(self) -> SamplingConfig:
+        """The sampling of every generation of the audit (validated)."""
+        return SamplingConfig(max_new_tokens=self.max_new_tokens, repeats=self.repeats, seed=self.seed)
+
 
 @dataclass
 class AuditCard:
@@ -117,7 +138,7 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
         raise DeepAlignError(f"{base}: the base model's vocabulary differs from {model}'s: KL needs a shared one")
     write_run_metadata(out, command="audit", model=model, base=base, pairs=str(pairs_path), config=asdict(config),
                        judge=judge.describe())
-    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed)
+    sampling = config.sampling()
     with ResultsWriter(out / "rows.jsonl") as writer:
         points = prefill_attack(model_obj, tok, pairs, ks, judge, writer, label="model",
                                 sampling=sampling, fmt=ChatFormat(config.template), progress=progress)
