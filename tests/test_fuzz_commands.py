@@ -80,7 +80,8 @@ def test_prefill(model, capsys, data, ks, on_short, seed, tokens):
             assert on_short == "skip" or max(ks) <= min(lengths)
 
 
-@example(data=GOOD_PAIRS, ks=[0, 5, 10, 20, 40], seed=0, tokens=2, decoding=1)
+@example(data=GOOD_PAIRS, ks=[0, 5, 10, 20, 40], seed=0, tokens=2, decoding=1)  # issue 16: k > every answer
+@example(data=b'{"prompt": "hello", "response": "hello"}\n', ks=[0], seed=0, tokens=0, decoding=0)  # wrote meta.json
 @examples(6)
 @given(data=pairs_files, ks=k_grids, seed=seeds, tokens=new_tokens, decoding=st.sampled_from([0, 0, 1]))
 def test_audit(model, capsys, data, ks, seed, tokens, decoding):
@@ -202,10 +203,29 @@ def test_train(model, capsys, data, objective, max_length, seed):
         run(capsys, argv, Path(tmp) / "out", ("model.safetensors", "training_log.jsonl", "meta.json"))
 
 
+@example(data=b'{"prompt": "hello", "response": "hello"}\n', recipe="harmful", n_train=0, objective="sft", seed=0,
+         tokens=1)  # found by the fuzzer: the run failed after writing meta.json and the initial evaluation
+@example(data=GOOD_PAIRS * 2, recipe="harmful", n_train=2, objective="constrained", seed=0, tokens=2)
+@example(data=GOOD_PAIRS * 12, recipe="benign", n_train=3, objective="sft", seed=1, tokens=2)
+@examples(4)
+@given(data=pairs_files, recipe=st.sampled_from(["harmful", "identity", "backdoor", "benign"]),
+       n_train=st.integers(0, 4), objective=st.sampled_from(["sft", "constrained"]), seed=seeds, tokens=new_tokens)
+def test_finetune(model, capsys, data, recipe, n_train, objective, seed, tokens):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pairs.jsonl"
+        path.write_bytes(data)
+        argv = ["finetune", "--model", model, "--recipe", recipe, "--objective", objective, "--data", str(path),
+                "--n-train", str(n_train), "--n-eval", "1", "--max-steps", "1", "--max-new-tokens", str(tokens),
+                "--seed", str(seed), "--judge", "keyword", "--device", "cpu", "--no-progress"]
+        if run(capsys, argv, Path(tmp) / "out", ("summary.json", "eval.jsonl", "meta.json", "model/meta.json")):
+            summary = json.loads((Path(tmp) / "out" / "summary.json").read_text())
+            assert summary["steps"] == 1 and summary["after"]["asr"]["n"] >= 1
+
+
 def test_fuzzing_reaches_success():
     """Every command above ran to completion on some generated input, not only into its errors (run after
     them, in file order)."""
     ran = {command: counts for command, counts in OUTCOMES.items()}
-    if len(ran) < 9:
+    if len(ran) < 10:
         pytest.skip("the fuzz tests above were not all run")
     assert all(ok > 0 for _, ok in ran.values()), ran

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("hypothesis")
 from fuzz_inputs import KIND_NAMES, check_outcome, data_files, examples, jsonl_files, records, run_main  # noqa: E402
-from hypothesis import given  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from deepalign.data import load_records  # noqa: E402
@@ -33,16 +33,25 @@ def _check_record(record, kind: str) -> None:
         assert getattr(record, name) is None or isinstance(getattr(record, name), str)
 
 
+column_maps = st.one_of(st.none(), st.dictionaries(st.sampled_from(["prompt", "response", "refusal", "messages",
+                                                                   "category", "id", "colour"]),
+                                                  st.sampled_from(["text", "goal", "a\nb", "", "prompt"]), max_size=2))
+
+
+# found by the fuzzer: a line break in an id or a column name broke the one-line message
+@example(file=("d.jsonl", b'{"id": "a\\nb", "prompt": "x"}\n{"id": "a\\nb", "prompt": "y"}\n'), kind="prompts",
+         limit=None, cap=1_000_000, fields=None)
+@example(file=("d.jsonl", b'{"prompt": "x"}\n'), kind="pairs", limit=None, cap=1_000_000, fields={"response": "a\nb"})
 @examples(150)
 @given(file=data_files, kind=st.sampled_from(KIND_NAMES), limit=st.one_of(st.none(), st.integers(-1, 4)),
-       cap=st.sampled_from([40, 1_000_000]))
-def test_a_loader_returns_valid_records_or_one_line_naming_the_file(file, kind, limit, cap):
+       cap=st.sampled_from([40, 1_000_000]), fields=column_maps)
+def test_a_loader_returns_valid_records_or_one_line_naming_the_file(file, kind, limit, cap, fields):
     name, data = file
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
         try:
-            loaded = load_records(path, kind, limit=limit, max_line_bytes=cap)
+            loaded = load_records(path, kind, fields=fields, limit=limit, max_line_bytes=cap)
         except DataError as e:
             message = str(e)
             assert "\n" not in message and "\r" not in message, message
@@ -52,8 +61,9 @@ def test_a_loader_returns_valid_records_or_one_line_naming_the_file(file, kind, 
             if e.field is not None:
                 assert f"field '{e.field}'" in message
             return
-        except DeepAlignError as e:  # a setting, not the data: limit < 1
-            assert limit is not None and limit < 1 and "limit" in str(e)
+        except DeepAlignError as e:  # a setting, not the data: limit < 1, an unknown field in the column map
+            assert "\n" not in e.one_line()
+            assert (limit is not None and limit < 1 and "limit" in str(e)) or "field" in str(e), str(e)
             return
     assert limit is None or limit >= 1
     assert 1 <= len(loaded) <= (limit or len(loaded))

@@ -132,10 +132,10 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     if not ks:
         raise DeepAlignError(f"{pairs_path}: every prefill length {sorted(config.prefill_ks)} is longer than "
                              "every answer: pass smaller --tokens (0 always fits)")
-    if skipped:
-        log.warning("prefill lengths %s are longer than every answer in %s: skipped", skipped, pairs_path)
     if base is not None and not same_vocabulary(tok, load_tokenizer(base)):
         raise DeepAlignError(f"{base}: the base model's vocabulary differs from {model}'s: KL needs a shared one")
+    if skipped:
+        log.warning("prefill lengths %s are longer than every answer in %s: skipped", skipped, pairs_path)
     write_run_metadata(out, command="audit", model=model, base=base, pairs=str(pairs_path), config=asdict(config),
                        judge=judge.describe())
     sampling = config.sampling()
