@@ -76,3 +76,46 @@ def test_a_stale_temporary_build_is_removed_and_an_old_organism_replaced(tmp_pat
     assert path == cache / "organism" / "base" and (path / "config.json").exists()
     assert sorted(p.name for p in cache.iterdir()) == [".organism.lock", "organism"]
     assert not (cache / "organism" / "deep").exists()
+
+
+CONVERT_DRIVER = """
+import json, logging, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+import deepalign.pipeline.builtins as builtins
+
+def convert(src, dest):  # stands in for the GGUF conversion: slow, and writes its files one by one
+    dest.mkdir(parents=True)
+    for name in ("tokenizer.json", "model.safetensors", "config.json"):
+        time.sleep(1.0)
+        (dest / name).write_text(name)
+
+builtins.smollm2_gguf_folder = lambda: Path(".")
+builtins.convert_smollm2 = convert
+sync = Path(sys.argv[1])
+(sync / f"ready-{sys.argv[2]}").touch()
+while not (sync / "go").exists():
+    time.sleep(0.01)
+print(builtins.resolve_model_path("smollm2-135m-instruct"))
+"""
+
+
+def test_two_processes_convert_smollm2_once(tmp_path):
+    cache, sync = tmp_path / "cache", tmp_path / "sync"
+    sync.mkdir()
+    env = {**os.environ, "DEEPALIGN_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", CONVERT_DRIVER, str(sync), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.time() + 120
+    while not all((sync / f"ready-{i}").exists() for i in range(2)):
+        assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    (sync / "go").touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    target = cache / "models" / "smollm2-135m-instruct"
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert [out.strip() for out, _ in results] == [str(target)] * 2
+    errs = [err for _, err in results]
+    assert sum("converting" in e for e in errs) == 1 and sum("waiting for another process" in e for e in errs) == 1
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in (cache / "models").iterdir()) == ["smollm2-135m-instruct"]
