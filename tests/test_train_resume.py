@@ -4,41 +4,28 @@ between two checkpoints, rerun, and the final weights and training log equal an 
 from __future__ import annotations
 
 import json
+import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_kill_resume import kill_after
 
 from deepalign.cli import main
 from deepalign.io import read_jsonl
 from deepalign.pipeline.builtins import resolve_model_path
 
-CLI = [sys.executable, "-c", "import sys; from deepalign.cli import main; sys.exit(main())"]
 STEPS, EVERY = 24, 8
 
 
 def kill_between_checkpoints(argv: list[str], out: Path, env: dict) -> None:
-    """Run the command, SIGKILL it once the first checkpoint exists and two more steps are logged."""
-    proc = subprocess.Popen([*CLI, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = out / "training_log.jsonl"
-    deadline = time.monotonic() + 240
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            done = (out / f"checkpoint-{EVERY}" / "trainer_state.json").exists()
-            if done and log.exists() and len(log.read_text().splitlines()) >= EVERY + 2:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    """Run the command and SIGKILL it once two steps past the first checkpoint are logged (the checkpoint is
+    written before the next step), then check that it was killed before the next checkpoint."""
+    code = kill_after(argv, out / "training_log.jsonl", EVERY + 2, random.Random(0), env)
+    assert code == -signal.SIGKILL
+    assert (out / f"checkpoint-{EVERY}" / "trainer_state.json").exists()
     assert not (out / "model.safetensors").exists() and not (out / f"checkpoint-{2 * EVERY}").exists()
 
 
