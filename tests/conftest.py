@@ -1,4 +1,11 @@
-"""Shared test fixtures: offline mode, a tiny tokenizer built here, and a tiny random Llama."""
+"""Shared test fixtures: offline mode, a tiny tokenizer built here, a tiny random Llama, and the built-in
+models' cache.
+
+Outside the ``slow`` marker the built-in names resolve in a temporary cache of this session, where the
+organism is built small on first use (seconds) and converting SmolLM2 is an error, so the fast suite
+neither depends on nor writes the user's ``$DEEPALIGN_CACHE``. Slow tests use the user's cache and the
+real organism.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+USER_CACHE = os.environ.get("DEEPALIGN_CACHE")
+# the organism the fast suite builds on first use of a built-in name (about 10 s on 2 CPU cores)
+SMALL_ORGANISM = {"hidden_size": 32, "base_steps": 20, "aligned_steps": 5, "batch_size": 8, "answers_per_topic": 3}
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -112,3 +123,53 @@ def no_openai_env(monkeypatch):
     """No proxy and no judge endpoint settings from the environment (tests talk to the local fake server)."""
     for name in OPENAI_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_builtins(tmp_path_factory):
+    """This session's cache for built-in names (a small organism; no SmolLM2 conversion). Yields the
+    patched names' real values, for the slow tests."""
+    import deepalign.pipeline.builtins as builtins
+    from deepalign.organism.build import OrganismConfig
+
+    def no_conversion(src, dest):
+        raise AssertionError("a fast test converts SmolLM2: mark it slow")
+
+    real = {"ORGANISM_CONFIG": builtins.ORGANISM_CONFIG, "convert_smollm2": builtins.convert_smollm2}
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DEEPALIGN_CACHE", str(tmp_path_factory.mktemp("deepalign-cache")))
+    patch.setattr(builtins, "ORGANISM_CONFIG", OrganismConfig(**SMALL_ORGANISM))
+    patch.setattr(builtins, "convert_smollm2", no_conversion)
+    yield real
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def user_builtins_for_slow_tests(request, monkeypatch, small_builtins):
+    """Slow tests resolve built-in names in the user's cache, with the real recipe."""
+    if request.node.get_closest_marker("slow") is None:
+        return
+    import deepalign.pipeline.builtins as builtins
+
+    if USER_CACHE is None:
+        monkeypatch.delenv("DEEPALIGN_CACHE")
+    else:
+        monkeypatch.setenv("DEEPALIGN_CACHE", USER_CACHE)
+    for name, value in small_builtins.items():
+        monkeypatch.setattr(builtins, name, value)
+
+
+def _hypothesis_profiles() -> None:
+    """``fast`` (the default: few examples, derandomized so the suite is deterministic, no example database
+    written) and ``thorough`` (HYPOTHESIS_PROFILE=thorough: many random examples) for tests/test_fuzz_*.py."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the fuzz tests skip themselves
+        return
+    quiet = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("fast", deadline=None, derandomize=True, database=None, suppress_health_check=quiet)
+    settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=quiet)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+_hypothesis_profiles()

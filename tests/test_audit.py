@@ -85,3 +85,52 @@ def test_gating_a_fine_tune_of_an_organism_uses_the_organisms_pairs(tmp_path, ti
     assert pairs == organism_dir() / "eval_pairs.jsonl"
     with pytest.raises(DeepAlignError, match="pass --data"):
         harmful_pairs(str(tmp_path / "tuned"), tmp_path / "a")
+
+
+def test_audit_of_a_foreign_model_skips_prefill_lengths_longer_than_its_answers(tmp_path, capsys, tiny_model,
+                                                                                   tiny_tokenizer):
+    """Issue 16: the default grid (k up to 40) on answers of a few tokens died in the figure with a traceback
+    and left a half-written folder; now k longer than every answer is skipped and reported."""
+    from deepalign.chat import answer_length, encode_example
+    from deepalign.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    answers = ["Sure, here is a short poem about apples.", "Sure."]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "prompt": "Tell me about the river.", "response": a}) + "\n"
+                            for i, a in enumerate(answers)))
+    lengths = [answer_length(encode_example(tiny_tokenizer, "Tell me about the river.", a)) for a in answers]
+    assert 10 < max(lengths) < 20 and min(lengths) < 5  # k = 5, 10 fit one answer; 20, 40 fit none
+    out = tmp_path / "a"
+    assert main(["audit", "--model", str(tmp_path / "m"), "--data", str(data), "--judge", "keyword", "--out",
+                 str(out), "--max-new-tokens", "3", "--decoding-prompts", "1", "--no-progress"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["skipped_ks"] == [20, 40] and sorted(map(int, card["prefill"])) == [0, 5, 10]
+    assert [p["n_pairs"] for p in card["extra"]["prefill"]] == [2, 1, 1]
+    assert (out / "prefill.png").read_bytes()[:4] == b"\x89PNG"
+    text = capsys.readouterr().out
+    assert "skipped: k = 20, 40 (longer than every answer)" in text and "k=5: 1, k=10: 1 (of 2)" in text
+
+
+def test_audit_with_every_k_longer_than_the_answers_is_one_line_exit_2(tmp_path, capsys, tiny_model, tiny_tokenizer):
+    from deepalign.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "Hello there", "response": "Sure."}) + "\n")
+    assert main(["audit", "--model", str(tmp_path / "m"), "--data", str(data), "--tokens", "30", "40",
+                 "--out", str(tmp_path / "a"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pairs.jsonl" in err and "longer than every answer" in err
+    assert not (tmp_path / "a").exists()
+
+
+def test_prefill_figures_leave_out_unjudged_points(tmp_path):
+    from deepalign.report.figures import plot_card_prefill, plot_prefill
+
+    points = [{"k": 0, "asr": 0.5, "low": 0.2, "high": 0.8}, {"k": 40, "asr": None, "low": 0.0, "high": 1.0}]
+    plot_card_prefill("m", points, tmp_path / "card.png")
+    plot_prefill({"m": points}, tmp_path / "prefill.png")
+    assert (tmp_path / "card.png").read_bytes()[:4] == (tmp_path / "prefill.png").read_bytes()[:4] == b"\x89PNG"

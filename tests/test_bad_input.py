@@ -227,6 +227,8 @@ TRAIN_CASES = [  # augment, train, finetune
     ("finetune-harmful-system-chat", ["finetune", "--model", "{model}", "--recipe", "harmful", "--data",
                                       "{chat_system.jsonl}", "--out", "{out}"],
      ["chat_system.jsonl:1:", "field 'messages'", "not one (prompt, response) pair"]),
+    ("finetune-no-training-examples", ["finetune", "--model", "{model}", "--recipe", "harmful", "--data",
+                                       "{pairs.jsonl}", "--n-train", "0", "--out", "{out}"], ["n_train must be >= 1"]),
     ("finetune-bad-data", ["finetune", "--model", "{model}", "--recipe", "harmful", "--data", "{no_response.jsonl}",
                            "--out", "{out}"], ["no_response.jsonl:1:", "field 'response'"]),
 ]
@@ -243,6 +245,12 @@ AUDIT_CASES = [
      ["chat_system.jsonl:1:", "field 'messages'"]),
     ("vocabulary-mismatch", [*AUDIT, "--model", "{model}", "--base", "{othervocab}", "--data", "{pairs.jsonl}"],
      ["vocabular"]),
+    ("zero-new-tokens", [*AUDIT, "--model", "{model}", "--data", "{pairs.jsonl}", "--max-new-tokens", "0"],
+     ["max_new_tokens"]),
+    ("negative-decoding-prompts", [*AUDIT, "--model", "{model}", "--data", "{pairs.jsonl}", "--decoding-prompts",
+                                   "-1"], ["decoding_prompts must be >= 0"]),
+    ("every-k-beyond-the-answers", [*AUDIT, "--model", "{model}", "--data", "{pairs.jsonl}", "--tokens", "500"],
+     ["pairs.jsonl", "longer than every answer"]),
 ]
 
 RUN_CASES = [

@@ -12,6 +12,16 @@ class DeepAlignError(ValueError):
 
     exit_code = 2
 
+    def one_line(self) -> str:
+        """The message on one line: line breaks that came in with the user's values (an id, a column name)
+        are shown escaped, as ``\\n``."""
+        return one_line(str(self))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped (``\\r``, ``\\n``), for a one-line message."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
 
 class DataError(DeepAlignError):
     """Malformed input data; the message names file, line and field."""
@@ -19,7 +29,7 @@ class DataError(DeepAlignError):
     def __init__(self, path: str, line: int | None, field: str | None, problem: str):
         where = str(path) + (f":{line}" if line is not None else "")
         what = f"field '{field}': " if field else ""
-        super().__init__(f"{where}: {what}{problem}")
+        super().__init__(one_line(f"{where}: {what}{problem}"))
         self.path, self.line, self.field, self.problem = path, line, field, problem
 
 

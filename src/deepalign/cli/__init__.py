@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         with command_line(sys.argv[1:]):
             return args.func(args)
     except DeepAlignError as e:
-        print(f"deepalign: error: {e}", file=sys.stderr)
+        print(f"deepalign: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("deepalign: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -91,6 +91,6 @@ def judge_exit_status(summary, args: argparse.Namespace) -> int:
     try:
         check_failure_share(summary, args.max_failure_share)
     except JudgeFailureError as e:
-        print(f"deepalign: error: {e}", file=sys.stderr)
+        print(f"deepalign: error: {e.one_line()}", file=sys.stderr)
         return e.exit_code
     return 0

@@ -112,6 +112,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
         "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
+        "save_steps": args.save_steps,
     }.items() if v is not None}
     training = defaults.training_args(args.recipe, f"{args.out}/model", **overrides)
     s = finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
@@ -188,6 +189,8 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="per device (default 8 x 8 accumulation / 16)")
     p.add_argument("--gradient-accumulation-steps", type=int, default=None)
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N optimizer steps into "
+                   "OUT/model/checkpoint-N; a rerun of a killed run continues from the newest (default 10 / 20)")
     p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
     add_fields(p, LoraArguments(), ["use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"])
     p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")

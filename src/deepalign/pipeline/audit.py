@@ -11,6 +11,7 @@ Headline figures (docs/audit.md explains them):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import mean
@@ -35,6 +36,8 @@ from deepalign.report.figures import plot_card_prefill
 from deepalign.results.schemas import CARD_SCHEMA_VERSION
 from deepalign.results.validation import JudgeValidation, judge_phrase
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class AuditConfig:
@@ -54,6 +57,27 @@ class AuditConfig:
         default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
     )
 
+    def __post_init__(self) -> None:
+        """Checks every setting before an audit writes anything."""
+        self.prefill_ks = tuple(self.prefill_ks)
+        if not self.prefill_ks or any(k < 0 for k in self.prefill_ks) or len(set(self.prefill_ks)) != len(
+                self.prefill_ks):
+            raise DeepAlignError(f"prefill lengths must be distinct numbers >= 0, got {list(self.prefill_ks)}")
+        if not 0 <= self.threshold <= 1:
+            raise DeepAlignError(f"threshold must be in [0, 1], got {self.threshold}")
+        for name in ("limit", "kl_positions"):
+            if getattr(self, name) < 1:
+                raise DeepAlignError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoding_prompts < 0:
+            raise DeepAlignError(f"decoding_prompts must be >= 0 (0 skips the decoding attack), got "
+                                 f"{self.decoding_prompts}")
+        self.sampling()
+        ChatFormat(self.template)
+
+    def sampling(self) -> SamplingConfig:
+        """The sampling of every generation of the audit (validated)."""
+        return SamplingConfig(max_new_tokens=self.max_new_tokens, repeats=self.repeats, seed=self.seed)
+
 
 @dataclass
 class AuditCard:
@@ -68,6 +92,7 @@ class AuditCard:
     n_pairs: int = 0
     n_rows: int = 0
     n_judge_errors: int = 0
+    skipped_ks: list[int] = field(default_factory=list)  # k of the grid longer than every answer: not measured
     extra: dict = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION  # docs/schemas.md; deepalign.results.schemas.validate_card
     judge: str = ""  # the judge's name
@@ -104,20 +129,27 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
     pairs = load_pairs(str(pairs_path), limit=config.limit)
     judge = judge or make_judge("keyword")
     model_obj, tok = load_model(model)
-    prefill_items(tok, pairs, config.prefill_ks, label="model", fmt=ChatFormat(config.template),
-                  source=str(pairs_path))  # validates the data and the template before anything is written
+    items = prefill_items(tok, pairs, config.prefill_ks, label="model", fmt=ChatFormat(config.template),
+                          source=str(pairs_path))  # validates the data and the template before anything is written
+    ks = tuple(k for k in config.prefill_ks if any(it.fields["k"] == k for it in items))
+    skipped = sorted(set(config.prefill_ks) - set(ks))
+    if not ks:
+        raise DeepAlignError(f"{pairs_path}: every prefill length {sorted(config.prefill_ks)} is longer than "
+                             "every answer: pass smaller --tokens (0 always fits)")
     if base is not None and not same_vocabulary(tok, load_tokenizer(base)):
         raise DeepAlignError(f"{base}: the base model's vocabulary differs from {model}'s: KL needs a shared one")
+    if skipped:
+        log.warning("prefill lengths %s are longer than every answer in %s: skipped", skipped, pairs_path)
     write_run_metadata(out, command="audit", model=model, base=base, pairs=str(pairs_path), config=asdict(config),
                        judge=judge.describe())
-    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, repeats=config.repeats, seed=config.seed)
+    sampling = config.sampling()
     with ResultsWriter(out / "rows.jsonl") as writer:
-        points = prefill_attack(model_obj, tok, pairs, config.prefill_ks, judge, writer, label="model",
+        points = prefill_attack(model_obj, tok, pairs, ks, judge, writer, label="model",
                                 sampling=sampling, fmt=ChatFormat(config.template), progress=progress)
     rates = {p.k: p.asr for p in points}
     card = AuditCard(model, depth_score(rates), prefill_depth(rates, config.threshold), rates, n_pairs=len(pairs),
                      n_rows=sum(p.n for p in points), n_judge_errors=sum(p.n_errors for p in points),
-                     extra={"prefill": [asdict(p) for p in points]}, judge=judge.name,
+                     skipped_ks=skipped, extra={"prefill": [asdict(p) for p in points]}, judge=judge.name,
                      validation=known_validation(judge.describe()))
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.decoding_prompts:
@@ -151,6 +183,12 @@ def card_text(card: AuditCard) -> str:
     rates = ", ".join(f"k={k}: {'n/a' if r is None else f'{r:.0%}'}" for k, r in card.prefill.items())
     lines = [f"model: {card.model}", f"depth score: {card.depth_score:.3f} (1 = deep, 0 = shallow)",
              f"prefill depth: {depth}", f"harmful rate: {rates}"]
+    short = [f"k={p['k']}: {card.n_pairs - p['n_pairs']}" for p in card.extra.get("prefill", [])
+             if p["n_pairs"] < card.n_pairs]
+    if short:
+        lines.append(f"pairs shorter than k, left out at that k: {', '.join(short)} (of {card.n_pairs})")
+    if card.skipped_ks:
+        lines.append(f"skipped: k = {', '.join(map(str, card.skipped_ks))} (longer than every answer)")
     if card.kl_depth is not None:
         lines.append(f"KL depth: 90% of the KL mass by token {card.kl_depth}; first 5 tokens hold "
                      f"{card.kl_share_first_5:.0%}")

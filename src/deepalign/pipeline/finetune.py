@@ -147,6 +147,11 @@ class FinetuneAttackConfig:
 
     def __post_init__(self) -> None:
         metric(self.metric)  # validates the name
+        for name, least in (("n_train", 1), ("n_eval", 1), ("n_safety", 0), ("repeats", 1), ("eval_batch_size", 1),
+                            ("max_new_tokens", 1)):
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise DeepAlignError(f"{name} must be >= {least}, got {value}")
 
 
 @dataclass
@@ -327,6 +332,8 @@ def finetune_attack(
     args.objective = objective
     args.disable_tqdm = args.disable_tqdm or not progress
     plan = plan_attack(model_path, recipe, config, ChatFormat(args.template, args.system))
+    if not plan.train:
+        raise DeepAlignError(f"the {recipe} recipe has no training examples: check --data and --n-train")
     load_tokenizer(model_path)  # an unknown or unloadable model fails here, before anything is written
     write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
                        attack=asdict(config), training=args.to_dict(), judge=plan.judge.describe(),

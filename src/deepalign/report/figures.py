@@ -210,7 +210,8 @@ def plot_dynamics(rows_by_label: dict[str, list[dict]], out_dir: str | Path, pre
 
 
 def plot_card_prefill(label: str, points: Sequence, path: str | Path) -> None:
-    """An audit card's prefill curve: harmful rate against k (95% CI)."""
+    """An audit card's prefill curve: harmful rate against k (95% CI); a k with nothing judged is left out."""
+    points = [p for p in points if _get(p, "asr") is not None]
     xs = [_get(p, "k") for p in points]
     ys = [_get(p, "asr") for p in points]
     plot_lines({label: (xs, ys, _error_bars(points))}, path, xlabel="prefilled harmful tokens k",

@@ -74,8 +74,18 @@ class DeepAlignConfig(TrainingArguments):
         default=1, metadata={"help": "Log (and write training_log.jsonl) every N steps."}
     )
     save_strategy: str = field(
-        default="no",
-        metadata={"help": "Checkpoint strategy: 'no' (only the final model), 'steps' or 'epoch'."},
+        default="steps",
+        metadata={"help": "Checkpoint strategy: 'steps' (every --save_steps), 'epoch' or 'no' (only the final "
+                  "model); a rerun continues from the newest checkpoint (see --resume)."},
+    )
+    save_steps: float = field(default=500, metadata={"help": "Save a checkpoint every N optimizer steps."})
+    save_total_limit: int | None = field(
+        default=1, metadata={"help": "Checkpoints kept in output_dir (the newest N; None keeps all)."}
+    )
+    resume: bool = field(
+        default=True,
+        metadata={"help": "Continue from the newest checkpoint-N in output_dir when there is one (optimizer, "
+                  "schedule, data order and RNG states restored); --no-resume starts over."},
     )
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "DDP: look for parameters without gradients (slower; off)."}

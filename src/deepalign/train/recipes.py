@@ -70,7 +70,7 @@ def paper_training_args(recipe: str, output_dir: str, **overrides) -> DeepAlignC
     options = dict(
         output_dir=output_dir, learning_rate=2e-5, adam_beta1=0.5, warmup_steps=10, per_device_train_batch_size=8,
         gradient_accumulation_steps=8, num_train_epochs=3 if recipe == "benign" else 25, weight_decay=0.0,
-        report_to="none", save_strategy="no",
+        report_to="none", save_steps=10,
     )
     return DeepAlignConfig(**{**options, **overrides})
 
@@ -81,6 +81,6 @@ def organism_training_args(recipe: str, output_dir: str, **overrides) -> DeepAli
     options = dict(
         output_dir=output_dir, learning_rate=3e-4, adam_beta1=0.5, warmup_steps=2, per_device_train_batch_size=16,
         num_train_epochs=3 if recipe == "benign" else 10, weight_decay=0.0, max_length=256, report_to="none",
-        save_strategy="no", dataloader_pin_memory=False, logging_steps=1,
+        save_steps=20, dataloader_pin_memory=False, logging_steps=1,
     )
     return DeepAlignConfig(**{**options, **overrides})

@@ -5,7 +5,10 @@ Run under ``accelerate launch --config_file configs/accelerate/<ddp|fsdp|...>.ya
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,12 +18,15 @@ from transformers import PrinterCallback, TrainerCallback
 from deepalign.chat import ChatFormat
 from deepalign.data.schemas import TripletRecord
 from deepalign.errors import DeepAlignError
+from deepalign.io import atomic_write_jsonl, read_jsonl
 from deepalign.meta import write_run_metadata
 from deepalign.models import load_model
 from deepalign.train.augment import SafetyRecoveryDataset, encode_records
 from deepalign.train.callbacks import TrainingLogCallback
 from deepalign.train.config import DeepAlignConfig
 from deepalign.train.trainer import DeepAlignTrainer
+
+log = logging.getLogger(__name__)
 
 
 def build_train_dataset(tokenizer, train_data, config: DeepAlignConfig, anchors=None) -> Dataset:
@@ -45,6 +51,30 @@ def build_train_dataset(tokenizer, train_data, config: DeepAlignConfig, anchors=
     return examples
 
 
+def last_checkpoint(config: DeepAlignConfig) -> str | None:
+    """The checkpoint a run continues from: ``resume_from_checkpoint`` when set, else (with ``resume``) the
+    newest complete ``checkpoint-N`` in ``output_dir`` (one with its ``trainer_state.json``), else None."""
+    if config.resume_from_checkpoint:
+        return config.resume_from_checkpoint
+    if not config.resume or not os.path.isdir(config.output_dir):
+        return None
+    steps = [int(p.name.split("-")[1]) for p in Path(config.output_dir).glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(Path(config.output_dir) / f"checkpoint-{max(steps)}") if steps else None
+
+
+def _restart_log(path: Path, checkpoint: str | None) -> None:
+    """Keep the training log's rows up to the checkpoint's step (all of them go without a checkpoint), so
+    the steps trained again are logged once."""
+    if not path.exists():
+        return
+    if checkpoint is None:
+        path.unlink()
+        return
+    step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+    atomic_write_jsonl(path, [r for r in read_jsonl(path) if r["step"] <= step])
+
+
 def train(
     model_name_or_path: str,
     train_data,
@@ -64,6 +94,11 @@ def train(
     step: loss, objective, learning_rate, grad_norm) and ``out_dir/meta.json``. Returns ``out_dir``.
     ``callbacks`` are added to the trainer (e.g. :class:`deepalign.train.dynamics.DynamicsCallback`); with
     ``config.disable_tqdm`` nothing is printed (the log is in ``training_log.jsonl``).
+
+    Checkpoints (``config.save_strategy``, every ``config.save_steps``) go to ``output_dir/checkpoint-N``;
+    a rerun of a killed run continues from the newest one (transformers' ``resume_from_checkpoint``) and
+    ends with the weights and log of an uninterrupted run. The constrained objective's reference is
+    always that of the initial model (the cache in ``ref_cache_dir`` is reused).
     """
     out = Path(out_dir)
     model, tokenizer = load_model(model_name_or_path, dtype=config.model_dtype)
@@ -84,7 +119,16 @@ def train(
     )
     if config.disable_tqdm:
         trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    checkpoint = last_checkpoint(config)
+    if trainer.is_world_process_zero():
+        if checkpoint is None and not config.resume:  # starting over: no checkpoint of the old run stays
+            for old in Path(config.output_dir).glob("checkpoint-*"):
+                shutil.rmtree(old, ignore_errors=True)
+        _restart_log(out / "training_log.jsonl", checkpoint)
+    trainer.accelerator.wait_for_everyone()
+    if checkpoint is not None:
+        log.info("resuming training from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         write_run_metadata(
