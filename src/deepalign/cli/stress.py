@@ -10,11 +10,17 @@ from deepalign.cli.options import add_fields, config_from
 from deepalign.pipeline.stress_grid import StressConfig
 
 TUPLES = ("defences", "attacks", "learning_rates", "steps", "lora_ranks", "seeds")
+BUDGET_FIELDS = (*TUPLES, "utility_bound", "n_train")  # audit --budget-*
 
 
 def stress_config(args: argparse.Namespace) -> StressConfig:
     """The StressConfig of parsed ``stress`` (or ``audit --budget-*``) options."""
-    return config_from(args, StressConfig, **{k: tuple(getattr(args, k)) for k in TUPLES})
+    values = {k: tuple(getattr(args, k)) for k in TUPLES}
+    if not hasattr(args, "deep_model"):  # audit: only the budget's fields, the rest at their defaults
+        names = {f.name for f in dataclasses.fields(StressConfig)} - {"model"}
+        values.update({k: getattr(args, k) for k in BUDGET_FIELDS if k not in TUPLES})
+        return StressConfig(**{k: v for k, v in values.items() if k in names})
+    return config_from(args, StressConfig, **values)
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
@@ -29,10 +35,11 @@ def cmd_stress(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_budget_fields(p, prefix: str = "") -> None:
+def add_budget_fields(p, prefix: str = "", names=None, defaults: StressConfig | None = None) -> None:
     """The grid options of StressConfig (``prefix`` e.g. "budget-" for audit's ``--budget-steps``)."""
-    names = [f.name for f in dataclasses.fields(StressConfig) if f.name != "model"]
-    add_fields(p, StressConfig(), names, **{n: f"--{prefix}{n.replace('_', '-')}" for n in names} if prefix else {})
+    names = names or [f.name for f in dataclasses.fields(StressConfig) if f.name != "model"]
+    flags = {n: f"--{prefix}{n.replace('_', '-')}" for n in names} if prefix else {}
+    add_fields(p, defaults or StressConfig(), names, **flags)
 
 
 def register(sub) -> None:
