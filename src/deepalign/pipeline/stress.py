@@ -204,6 +204,16 @@ def run_one(ctx: Context, spec) -> list[StressPoint]:
             for s in ctx.config.steps]
 
 
+def _step_zero(ctx: Context, attack: str) -> list[StressPoint]:
+    """Each defence's start model before the attack, as a point at 0 steps (for the curves only)."""
+    out = []
+    for defence in ctx.config.defences:
+        b = baseline(ctx, start_model(ctx.config, defence))
+        out.append(StressPoint(defence, attack, 0.0, 0, 0, 0, b["n_judged"], b["n_harmful"], b["utility"],
+                               b["utility"]))
+    return out
+
+
 def stress(config: StressConfig, out_dir: str | Path, *, progress: bool = True) -> StressSummary:
     """Run (or resume) the sweep; write ``summary.json``, ``table.md`` and ``asr_vs_steps_<attack>.png``."""
     check_grid(config)
@@ -226,7 +236,8 @@ def stress(config: StressConfig, out_dir: str | Path, *, progress: bool = True) 
     atomic_write_json(out / "summary.json", summary.to_dict())
     atomic_write_text(out / "table.md", stress_table(summary))
     for attack in config.attacks:
-        plot_stress_curves(points, attack, out / f"asr_vs_steps_{attack.replace(':', '-')}.png")
+        plot_stress_curves([*_step_zero(ctx, attack), *points], attack,
+                           out / f"asr_vs_steps_{attack.replace(':', '-')}.png")
     return summary
 
 

@@ -99,5 +99,5 @@ def project_model(model, aligned_model, base_model, threshold: float = 0.5):
         threshold)
     with torch.no_grad():
         model.load_state_dict(state)
-    log.info("SafeLoRA: %d of %d layers projected (threshold %g)", len(report.projected), report.n_layers, threshold)
+    log.debug("SafeLoRA: %d of %d layers projected (threshold %g)", len(report.projected), report.n_layers, threshold)
     return model, report
