@@ -252,3 +252,15 @@ def test_audit_gate_under_a_budget_compares_worst_cases(tmp_path, capsys):
     depth_failed = "gate failed: organism-deep is shallower" in captured.err
     assert rc == (1 if depth_failed or worst[0] > worst[1] else 0)
     assert f"organism-deep {worst[0]:.0%}, organism-aligned {worst[1]:.0%}" in text
+
+
+def test_budget_gate_compares_worst_cases_and_a_ceiling():
+    from deepalign.pipeline.stress import BudgetGate
+
+    def gate(model, original, increase=0.1, ceiling=None):
+        return BudgetGate(model, original, increase, None, None, ceiling).passed
+
+    assert gate(0.5, 0.45) and not gate(0.6, 0.45)
+    assert gate(0.05, None) and not gate(0.3, None)  # the original without a point within the bound: 0
+    assert not gate(None, 0.0)  # the model without one: not shown to hold
+    assert not gate(0.5, 0.5, ceiling=0.4) and gate(0.4, 0.5, ceiling=0.4)
