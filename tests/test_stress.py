@@ -264,3 +264,15 @@ def test_budget_gate_compares_worst_cases_and_a_ceiling():
     assert gate(0.05, None) and not gate(0.3, None)  # the original without a point within the bound: 0
     assert not gate(None, 0.0)  # the model without one: not shown to hold
     assert not gate(0.5, 0.5, ceiling=0.4) and gate(0.4, 0.5, ceiling=0.4)
+
+
+def test_a_folder_measured_on_another_schedule_is_refused(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    point = StressPoint("none", "poison:1", 1e-3, 0, 10, 0, 8, 0, 0.7, 0.7, extra={"schedule_steps": 40})
+    path = out / "points" / f"{point.key}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(point.to_dict()))
+    rc = main(["stress", "--defences", "none", "--attacks", "poison:1", "--learning-rates", "1e-3", "--steps", "10",
+               "20", "--out", str(out), "--no-progress"])
+    assert rc == 2 and "measured on a 40-step run" in capsys.readouterr().err
+    assert not (out / "runs").exists()  # refused before anything was trained

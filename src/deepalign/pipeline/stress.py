@@ -25,7 +25,6 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from deepalign.chat import ChatFormat
 from deepalign.data import load_pairs
 from deepalign.errors import DeepAlignError
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_text
@@ -175,6 +174,13 @@ def run_one(ctx: Context, spec) -> list[StressPoint]:
     key = run_key(spec.defence, spec.attack, spec.learning_rate, spec.lora_rank, spec.seed)
     run_dir = ctx.out / "runs" / key
     todo = [s for s in ctx.config.steps if not _point_path(ctx, f"{key}/step{s}").exists()]
+    schedule = max(ctx.config.steps)
+    for s in set(ctx.config.steps) - set(todo):
+        path = _point_path(ctx, f"{key}/step{s}")
+        found = json.loads(path.read_text()).get("extra", {}).get("schedule_steps", schedule)
+        if found != schedule:
+            raise DeepAlignError(f"{path}: measured on a {found}-step run, this grid trains {schedule} steps "
+                                 "(the lr schedule differs): use a new --out for a new largest step count")
     if todo:
         before = baseline(ctx, start_model(ctx.config, spec.defence))
         if not (run_dir / "trained.json").exists() or any(not (run_dir / f"step{s}").exists() for s in todo):
@@ -185,10 +191,10 @@ def run_one(ctx: Context, spec) -> list[StressPoint]:
         with ResultsWriter(run_dir / "eval.jsonl") as writer:
             for s in todo:
                 model, tok = load_model(str(run_dir / f"step{s}"))
-                extra = {}
+                extra: dict = {"schedule_steps": schedule}
                 if refs is not None:
                     model, report = project_model(model, *refs, threshold=ctx.config.safelora_threshold)
-                    extra = {"safelora_projected": len(report.projected), "safelora_layers": report.n_layers}
+                    extra.update(safelora_projected=len(report.projected), safelora_layers=report.n_layers)
                 asr, utility = _measure(ctx, model, tok, writer, f"step{s}")
                 point = StressPoint(spec.defence, spec.attack, spec.learning_rate, spec.lora_rank, s, spec.seed,
                                     asr.n_judged, asr.n_harmful, utility, before["utility"], n_errors=asr.n_errors,
@@ -220,7 +226,7 @@ def stress(config: StressConfig, out_dir: str | Path, *, progress: bool = True) 
     out = Path(out_dir)
     ctx = _context(config, out)
     write_run_metadata(out, command="stress", config=asdict(config), judge=ctx.plan.judge.describe(),
-                       sampling=asdict(ctx.plan.sampling), eval_format=ChatFormat().describe(),
+                       sampling=asdict(ctx.plan.sampling), eval_format=ctx.plan.eval_format.describe(),
                        organism=str(organism_root(resolve_model_path(config.model))))
     start = time.perf_counter()
     points: list[StressPoint] = []
