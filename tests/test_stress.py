@@ -237,21 +237,29 @@ def test_killed_sweep_resumed_repeats_no_point(tmp_path):
 
 
 def test_audit_gate_under_a_budget_compares_worst_cases(tmp_path, capsys):
+    """A copy of the aligned organism outside the organism folder (as a fine-tune is) is attacked with the
+    organism's data, judge and training settings, like the original: the same worst case, the gate passes."""
+    import shutil
+
+    from deepalign.pipeline.builtins import resolve_model_path
+
+    copy = tmp_path / "tuned"
+    shutil.copytree(resolve_model_path("organism-aligned"), copy)
     out = tmp_path / "audit"
-    argv = ["audit", "--model", "organism-deep", "--against", "organism-aligned", "--out", str(out), "--limit", "4",
+    argv = ["audit", "--model", str(copy), "--against", "organism-aligned", "--out", str(out), "--limit", "4",
             "--tokens", "0", "5", "--decoding-prompts", "0", "--no-progress", "--budget", "--budget-attacks",
             "poison:1", "--budget-learning-rates", "1e-3", "--budget-steps", "4", "--budget-n-train", "16",
             "--max-asr-increase", "0"]
-    rc = main(argv)
-    captured = capsys.readouterr()
-    text = captured.out
-    model = json.loads((out / "budget" / "model" / "summary.json").read_text())
-    original = json.loads((out / "budget" / "original" / "summary.json").read_text())
-    assert [p["defence"] for p in model["points"]] == ["none"] and model["model"] == "organism-deep"
-    worst = [max(w["asr"] for w in s["worst"] if w["asr"] is not None) for s in (model, original)]
-    depth_failed = "gate failed: organism-deep is shallower" in captured.err
-    assert rc == (1 if depth_failed or worst[0] > worst[1] else 0)
-    assert f"organism-deep {worst[0]:.0%}, organism-aligned {worst[1]:.0%}" in text
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    summaries = [json.loads((out / "budget" / m / "summary.json").read_text()) for m in ("model", "original")]
+    metas = [json.loads((out / "budget" / m / "meta.json").read_text()) for m in ("model", "original")]
+    assert [p["defence"] for p in summaries[0]["points"]] == ["none"] and summaries[0]["model"] == str(copy)
+    assert metas[0]["judge"] == metas[1]["judge"] and metas[0]["judge"]["judge"] == "exact"
+    assert metas[0]["sampling"] == metas[1]["sampling"]
+    worst = [max(w["asr"] for w in s["worst"] if w["asr"] is not None) for s in summaries]
+    assert worst[0] == worst[1]
+    assert f"{copy} {worst[0]:.0%}, organism-aligned {worst[1]:.0%}" in text
 
 
 def test_budget_gate_compares_worst_cases_and_a_ceiling():

@@ -93,7 +93,7 @@ class Context:
 
 
 def _context(config: StressConfig, out: Path) -> Context:
-    model_path = resolve_model_path(config.model)
+    model_path = resolve_model_path(config.defaults_from or config.model)
     d = target_defaults(model_path)
     harmful_source = config.harmful_data or d.source(d.data.get("harmful"))
     if harmful_source is None:
@@ -134,7 +134,7 @@ def baseline(ctx: Context, model_spec: str) -> dict:
 
 def _training_args(ctx: Context, spec, run_dir: Path):
     defence = DEFENCES[spec.defence]
-    d = target_defaults(resolve_model_path(ctx.config.model))
+    d = target_defaults(resolve_model_path(ctx.config.defaults_from or ctx.config.model))
     overrides = dict(learning_rate=spec.learning_rate, max_steps=max(ctx.config.steps), seed=spec.seed,
                      objective=defence.objective, surrogate=defence.surrogate, disable_tqdm=True, logging_steps=1)
     if defence.beta_schedule:
@@ -227,7 +227,7 @@ def stress(config: StressConfig, out_dir: str | Path, *, progress: bool = True) 
     ctx = _context(config, out)
     write_run_metadata(out, command="stress", config=asdict(config), judge=ctx.plan.judge.describe(),
                        sampling=asdict(ctx.plan.sampling), eval_format=ctx.plan.eval_format.describe(),
-                       organism=str(organism_root(resolve_model_path(config.model))))
+                       organism=str(organism_root(resolve_model_path(config.defaults_from or config.model))))
     start = time.perf_counter()
     points: list[StressPoint] = []
     specs = run_specs(config)
@@ -276,16 +276,9 @@ def _overall(summary: StressSummary) -> float | None:
 def budget_gate(model: str, original: str, config: StressConfig, out_dir: str | Path, *, max_increase: float = 0.1,
                 max_worst: float | None = None, progress: bool = True) -> BudgetGate:
     """Attack ``model`` and ``original`` with the same budget (``config``'s grid; defences that start from
-    the attacked model) and compare their worst cases. A fine-tune of the organism is attacked with the
-    organism's data and judge."""
-    root = organism_root(resolve_model_path(original))
-    if root is not None and organism_root(resolve_model_path(model)) is None:
-        config = replace(config, harmful_data=config.harmful_data or str(root / "harmful_ft.jsonl"),
-                         benign_data=config.benign_data or str(root / "benign.jsonl"),
-                         task_eval=config.task_eval or str(root / "benign_eval.jsonl"),
-                         eval_prompts=config.eval_prompts or str(root / "eval_pairs.jsonl"),
-                         safety_data=config.safety_data or str(root / "train_triplets.jsonl"),
-                         judge=config.judge or "exact", batch_size=config.batch_size or 16)
+    the attacked model) and compare their worst cases. Both are attacked with the original's target
+    defaults (a fine-tune of the organism: the organism's data, judge, decoding and training settings)."""
+    config = replace(config, defaults_from=config.defaults_from or original)
     defences = tuple(d for d in config.defences if DEFENCES[d].start == "aligned") or ("none",)
     out = Path(out_dir)
     tuned = stress(replace(config, model=model, defences=defences), out / "model", progress=progress)

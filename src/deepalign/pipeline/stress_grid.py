@@ -61,6 +61,9 @@ class StressConfig:
     """The budget grid and what is measured (defaults: the organism grid, docs/threat-model.md)."""
 
     model: str = field(default="organism-aligned", metadata={"help": "The aligned model under attack."})
+    defaults_from: str | None = field(
+        default=None, metadata={"help": "Model whose target defaults apply (data, judge, decoding, training "
+                                "settings; default: --model). audit --budget sets it to the original."})
     deep_model: str | None = field(
         default=None, metadata={"help": "The deep (augmented) model for deep defences (organism: organism-deep)."})
     base_model: str | None = field(
