@@ -102,19 +102,21 @@ class StressConfig:
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per generation batch."})
     keep_snapshots: bool = field(default=False, metadata={"help": "Keep the per-step model snapshots."})
 
+    def _model_for(self, given: str | None, organism: str, missing: str) -> str:
+        """``given``, else the organism's own model when attacking ``organism-aligned``, else an error."""
+        if given or self.model == "organism-aligned":
+            return given or organism
+        raise DeepAlignError(missing)
+
     def deep(self) -> str:
-        if self.deep_model:
-            return self.deep_model
-        if self.model == "organism-aligned":
-            return "organism-deep"
-        raise DeepAlignError("deep defences need --deep-model (an augmented model) on a model other than the organism")
+        """The deep (augmented) model the deep defences start from."""
+        return self._model_for(self.deep_model, "organism-deep", "deep defences need --deep-model (an augmented "
+                               "model) on a model other than the organism")
 
     def safelora_base(self) -> str:
-        if self.base_model:
-            return self.base_model
-        if self.model == "organism-aligned":
-            return "organism-base"
-        raise DeepAlignError("safelora needs --base-model (the unaligned base of --model)")
+        """SafeLoRA's unaligned base of --model."""
+        return self._model_for(self.base_model, "organism-base", "safelora needs --base-model (the unaligned base "
+                               "of --model)")
 
 
 class RunSpec(NamedTuple):
