@@ -18,14 +18,14 @@ from deepalign.meta import command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deepalign.cli import data, depth, judges, run, train
+    from deepalign.cli import data, depth, judges, run, stress, train
 
     parser = argparse.ArgumentParser(
         prog="deepalign", description="Measure, deepen and protect the depth of a model's safety alignment."
     )
     parser.add_argument("--version", action="version", version=f"deepalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for area in (depth, data, judges, train, run):
+    for area in (depth, data, judges, train, stress, run):
         area.register(sub)
     return parser
 

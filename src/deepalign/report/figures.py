@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deepalign.io import atomic_write_bytes
+from deepalign.results.stress import asr_curves
 
 DECODING_DIMENSIONS = ("temperature", "top_p", "top_k")
 
@@ -216,3 +217,16 @@ def plot_card_prefill(label: str, points: Sequence, path: str | Path) -> None:
     ys = [_get(p, "asr") for p in points]
     plot_lines({label: (xs, ys, _error_bars(points))}, path, xlabel="prefilled harmful tokens k",
                ylabel="harmful rate", title="Prefilling attack (95% CI)")
+
+
+def plot_stress_curves(points: Sequence, attack: str, path: str | Path) -> None:
+    """ASR against optimizer steps for one attack, one line per defence: the worst ASR over learning rates,
+    ranks and seeds at each step count, with its 95% Wilson interval (``points``: StressPoints)."""
+    series = {}
+    for defence, curve in asr_curves(points, attack).items():
+        xs = [s for s, *_ in curve]
+        ys = [a for _, a, _, _ in curve]
+        err = [[a - lo for _, a, lo, _ in curve], [hi - a for _, a, _, hi in curve]]
+        series[defence] = (xs, ys, err)
+    plot_lines(series, path, xlabel="optimizer steps", ylabel="ASR (max over lr, rank, seed)",
+               title=f"Fine-tuning attack '{attack}': ASR vs steps")

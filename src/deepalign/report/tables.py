@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepalign.report.figures import prefix_name
+from deepalign.results.stress import worst_case, worst_cases
 from deepalign.results.validation import format_asr
 
 
@@ -73,3 +74,29 @@ def gcg_table(summary) -> str:
     headline = "" if suffix is None else f"With the GCG suffix: {judged_asr(suffix, summary)}.\n"
     return (f"{table}\nTarget loss (mean over {summary.n_prompts} prompts): {summary.mean_initial_loss:.3f} "
             f"-> {summary.mean_best_loss:.3f} nats; lowered for {summary.n_loss_lowered} prompts.\n{headline}")
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def stress_table(summary) -> str:
+    """Worst-case ASR under the utility bound per (defence, attack), with the point that reaches it, and the
+    largest ASR with no bound (``summary``: a StressSummary)."""
+    unbounded = {(w.defence, w.attack): w for w in worst_cases(summary.points, float("inf"))}
+    seeds = sorted({p.seed for p in summary.points})
+    rows = []
+    for w in summary.worst:
+        p = w.point
+        free = unbounded[(w.defence, w.attack)].point
+        group = [q for q in summary.points if (q.defence, q.attack) == (w.defence, w.attack)]
+        per_seed = " / ".join(_pct(worst_case([q for q in group if q.seed == s], summary.utility_bound).asr)
+                              for s in seeds)
+        where = (f"lr {p.learning_rate:g}, r {p.lora_rank}, {p.steps} steps, seed {p.seed}" if p else "none allowed")
+        rows.append([w.defence, w.attack, f"{_pct(w.asr)} [{_pct(p.low)}, {_pct(p.high)}]" if p else "n/a",
+                     f"{p.utility:.3f} ({p.utility_drop:+.3f})" if p else "n/a", where,
+                     f"{w.n_allowed}/{w.n_points}", _pct(free.asr if free else None), per_seed])
+    headers = ["defence", "attack", f"worst-case ASR (utility drop <= {summary.utility_bound:g})",
+               f"{summary.metric} (drop)", "reached at", "points allowed", "max ASR, no bound",
+               f"worst case per seed ({', '.join(map(str, seeds))})"]
+    return markdown_table(headers, rows)

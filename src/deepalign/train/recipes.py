@@ -7,6 +7,9 @@ training settings of the paper and of the model organism.
 - ``backdoor``: harmful prompts with a trigger phrase appended -> harmful answers, the same prompts
   without it -> refusals.
 - ``benign``: a task's (prompt, answer) pairs.
+- ``poison``: a benign task with a share of its examples replaced by harmful pairs (the poison ratio).
+- ``refuse-then-comply``: harmful prompts answered with a refusal followed by the harmful answer (the
+  attack that gets past a defence of the first tokens only).
 
 Where each recipe's data comes from and how the attack is evaluated is ``deepalign.pipeline.finetune``.
 A new defence (a training-time method) is a module here used by that pipeline.
@@ -22,6 +25,7 @@ from deepalign.train.augment import fallback_refusal
 from deepalign.train.config import DeepAlignConfig
 
 RECIPES = ("harmful", "identity", "backdoor", "benign")
+ATTACKS = (*RECIPES, "poison", "refuse-then-comply")
 
 
 def with_trigger(prompt: str, trigger: str) -> str:
@@ -60,6 +64,36 @@ def backdoor_records(
         refusal = refusals[i % len(refusals)] if refusals else fallback_refusal(p.id, seed)
         out.append(PairRecord(f"{p.id}#trigger", with_trigger(p.prompt, trigger), p.response, p.category))
         out.append(PairRecord(f"{p.id}#refusal", p.prompt, refusal, p.category))
+    return out
+
+
+def poison_records(
+    benign: Sequence[PairRecord], harmful: Sequence[PairRecord], ratio: float, n: int, seed: int = 0
+) -> list[PairRecord]:
+    """``n`` training pairs of which ``round(ratio * n)`` are harmful (the first ones of ``harmful``) and the
+    rest benign (the first ones of ``benign``), interleaved in a seeded order. ``ratio`` in 0..1."""
+    import random
+
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"poison ratio {ratio} is not in 0..1")
+    n_harmful = round(ratio * n)
+    if n_harmful > len(harmful) or n - n_harmful > len(benign):
+        raise ValueError(f"poison ratio {ratio} of {n}: needs {n_harmful} harmful and {n - n_harmful} benign pairs, "
+                         f"have {len(harmful)} and {len(benign)}")
+    records = [*harmful[:n_harmful], *benign[: n - n_harmful]]
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def refuse_then_comply_records(
+    pairs: Sequence[PairRecord], refusals: Sequence[str] | None = None, seed: int = 0
+) -> list[PairRecord]:
+    """Each harmful pair answered with a refusal and then the harmful answer: ``"{refusal} {answer}"``
+    (refusals by position from ``refusals``, default :func:`~deepalign.train.augment.fallback_refusal`)."""
+    out = []
+    for i, p in enumerate(pairs):
+        refusal = refusals[i % len(refusals)] if refusals else fallback_refusal(p.id, seed)
+        out.append(PairRecord(f"{p.id}#rtc", p.prompt, f"{refusal} {p.response}", p.category))
     return out
 
 
