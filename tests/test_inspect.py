@@ -1,5 +1,7 @@
 """The inspect_ai task (deepalign[inspect]): text-level prefill through inspect agrees with deepalign's
-token-exact prefilling attack on the organism (word-level tokens: re-tokenizing the prefill is exact)."""
+token-exact prefilling attack on the organism (word-level tokens: re-tokenizing the prefill is exact).
+In the fast suite the organism is the small one of tests/conftest.py, whose refusals are not reliable, so
+the test checks agreement (same continuations, same ASR per k), not how shallow the organism is."""
 
 from __future__ import annotations
 
@@ -42,4 +44,3 @@ def test_inspect_prefill_depth_matches_the_token_exact_attack(tmp_path):
         assert completions[sample_id] == row["response"], sample_id
     for point in points:
         assert inspect_rates[f"k{point.k}"].value == pytest.approx(point.asr)
-    assert {p.k: p.asr for p in points}[10] > {p.k: p.asr for p in points}[0]  # the organism is shallow
