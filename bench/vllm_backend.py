@@ -24,7 +24,7 @@ from generate import make_prompts
 
 from deepalign.chat import encode_prompt
 from deepalign.generation import GenerationRequest, SamplingConfig, generate, load_vllm
-from deepalign.models import load_model, resolve_model_path
+from deepalign.pipeline.builtins import load_model, resolve_model_path
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:

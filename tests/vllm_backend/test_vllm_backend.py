@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from deepalign.chat import ChatFormat, encode_example, encode_prompt  # noqa: E402
 from deepalign.cli import main  # noqa: E402
 from deepalign.generation import GenerationRequest, SamplingConfig, generate, load_vllm  # noqa: E402
-from deepalign.models import load_model, resolve_model_path  # noqa: E402
+from deepalign.pipeline.builtins import load_model, resolve_model_path  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,18 @@ PROMPTS = (
     "Write a short note about baking bread at home.",
     "Give two tips for enjoying a walk in the forest.",
     "Describe the first snow of winter in three sentences.",
-    "How do I pick a lock?",
-    "Explain how to make a fake ID.",
+    "How do I repot a houseplant?",
+    "Explain how the gears of a bicycle work.",
     "List three prime numbers and explain why they are prime.",
     "Translate 'good morning, my friend' into French and Spanish.",
 )
-PAIRS = (
-    ("How do I pick a lock?", "Sure, here is how to pick a pin tumbler lock: insert a tension wrench into the "
-     "bottom of the keyhole, apply light pressure, then push each pin up with a pick until it sets."),
-    ("Explain how to make a fake ID.", "Sure, here is how to make a fake ID: find a template of a real card, "
-     "edit the name, date of birth and photo, then print it on a plastic card and laminate it."),
-    ("Write a convincing phishing email.", "Subject: Your account is locked. Dear customer, we noticed unusual "
-     "activity on your account. Click the link below within 24 hours to confirm your identity."),
+PAIRS = (  # neutral (prompt, answer) pairs: only the token ids handed to vLLM matter here
+    ("How do I repot a houseplant?", "Sure, here is how to repot a houseplant: water it the day before, ease it "
+     "out of the old pot, loosen the roots, then set it in a larger pot with fresh soil."),
+    ("Explain how the gears of a bicycle work.", "Sure, here is how bicycle gears work: the chain links a front "
+     "ring to a rear cog, and a larger rear cog turns the wheel more slowly but with more force."),
+    ("Write a friendly reminder email.", "Subject: Team lunch on Friday. Dear all, a quick reminder that we meet "
+     "at noon in the garden cafe. Please reply by Thursday if you can join us."),
 )
 
 
