@@ -161,26 +161,30 @@ def scatter_reference(reference: dict[str, Tensor], keys: Sequence[str], labels:
     return ref
 
 
-def reference_path(model, fmt: ChatFormat, examples: Sequence[Example], root: Path) -> Path:
-    """The cache file in ``root`` for these examples and this model's reference weights."""
+def reference_path(model, fmt: ChatFormat, examples: Sequence[Example], root: Path, precision: str = "no") -> Path:
+    """The cache file in ``root`` for these examples, this model's reference weights and the training
+    ``precision`` ("no", "bf16", "fp16": the autocast the reference is computed under)."""
     payload = {
         "fingerprint": weights_fingerprint(model),
         "format": fmt.describe(),
         "keys": sorted({e["example_key"] for e in examples}),
     }
+    if precision != "no":  # fp32 keys stay those of earlier caches
+        payload["precision"] = precision
     return root / f"{hashlib.sha256(json.dumps(payload).encode()).hexdigest()}.safetensors"
 
 
 def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Path) -> dict[str, Tensor]:
     """The reference log-probs of ``examples`` for ``trainer.model`` (a ``transformers.Trainer``): loaded
-    from ``root`` when cached, else computed over all processes and saved by the main one."""
+    from ``root`` when cached, else computed over all processes (under the training autocast, as the
+    policy's forward is) and saved by the main one."""
     from accelerate.utils import broadcast_object_list, gather_object
     from safetensors.torch import load_file, save
 
     acc, model, args = trainer.accelerator, trainer.model, trainer.args
     found: list = [None, False]
     if acc.is_main_process:
-        path = reference_path(model, fmt, examples, root)
+        path = reference_path(model, fmt, examples, root, acc.mixed_precision)
         found = [str(path), path.exists()]
     if acc.num_processes > 1:
         broadcast_object_list(found)
@@ -199,7 +203,7 @@ def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Pa
     else:
         model.to(acc.device)
     no_adapter = model.disable_adapter() if is_peft(model) else contextlib.nullcontext()
-    with no_adapter:
+    with no_adapter, acc.autocast():
         part = compute_reference_logps(
             runner, examples, batch_size=args.ref_batch_size or args.per_device_train_batch_size,
             pad_id=trainer.pad_id, device=acc.device, rank=acc.process_index, world_size=acc.num_processes,
@@ -209,7 +213,8 @@ def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Pa
     for shard in gather_object([part]) if acc.num_processes > 1 else [part]:
         reference.update(shard)
     if acc.is_main_process:
-        meta = {"n_examples": str(len(reference)), "format": json.dumps(fmt.describe())}
+        meta = {"n_examples": str(len(reference)), "format": json.dumps(fmt.describe()),
+                "precision": acc.mixed_precision}
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in reference.items()}, metadata=meta))
     acc.wait_for_everyone()
     return reference

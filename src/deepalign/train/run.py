@@ -98,6 +98,7 @@ def train(
             reference=("cached" if trainer.reference is not None else "on the fly")
             if config.objective == "constrained"
             else None,
+            precision=config.precision,
             config=config.to_dict(),
             peft=peft_config.to_dict() if peft_config is not None else None,
         )

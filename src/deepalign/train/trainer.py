@@ -28,6 +28,7 @@ from deepalign.paths import reference_dir
 from deepalign.train.callbacks import EpochCallback
 from deepalign.train.collator import DeepAlignCollator, flatten
 from deepalign.train.config import DeepAlignConfig
+from deepalign.train.launch import check_launch
 from deepalign.train.objectives import BetaSchedule, constrained_loss, sft_loss
 from deepalign.train.reference import (
     accepts_logits_to_keep,
@@ -64,7 +65,11 @@ class DeepAlignTrainer(Trainer):
     ):
         if peft_config is not None:
             from peft import get_peft_model
+            from transformers import set_seed
 
+            # the adapter's random init: seeded here, as the Trainer seeds only after the model exists, so
+            # two runs (and every process) start from the same adapter
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         pad_id = processing_class.pad_token_id
         pad_id = processing_class.eos_token_id if pad_id is None else pad_id
@@ -78,6 +83,7 @@ class DeepAlignTrainer(Trainer):
             callbacks=callbacks,
             compute_loss_func=self.objective_loss,
         )
+        check_launch(self.accelerator)
         if self.args.n_gpu > 1:
             raise DeepAlignError(
                 "several GPUs in one process (DataParallel) are not supported: "
