@@ -136,7 +136,7 @@ def _finetune(args: argparse.Namespace, state):
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
         "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
-        "bf16": args.bf16, "fp16": args.fp16,
+        "bf16": args.bf16, "fp16": args.fp16, "ddp_backend": args.ddp_backend,
     }.items() if v is not None}
     training = defaults.training_args(args.recipe, f"{args.out}/model", **overrides)
     return finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
@@ -221,6 +221,8 @@ def register(sub) -> None:
                    help="train under bf16 autocast (must match accelerate launch's mixed_precision)")
     p.add_argument("--fp16", action="store_const", const=True, default=None,
                    help="train under fp16 autocast (must match accelerate launch's mixed_precision)")
+    p.add_argument("--ddp-backend", default=None,
+                   help="torch.distributed backend under accelerate launch (gloo: DeepSpeed on CPU, docs/scaling.md)")
     add_fields(p, attack, ["seed"])
     format_args(p)
     p.add_argument("--device", default="auto", help="cpu forces CPU training (default: what accelerate finds)")

@@ -18,6 +18,7 @@ exchanges; the keyword judge on AdvBench with the paper's sampling).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -297,6 +298,21 @@ def evaluate_model(model, tokenizer, plan: AttackPlan, writer: ResultsWriter, st
 # --- the attack ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _this_process_only():
+    """Load and generate in this process alone: under a ZeRO-3 launch transformers partitions every
+    ``from_pretrained`` over all processes and ``generate`` syncs every step with them (collectives), but
+    the evaluation is the main process's own, on a whole model."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
+
+
 def finetune_attack(
     model_spec: str,
     recipe: str,
@@ -342,8 +358,8 @@ def finetune_attack(
                            eval_format=plan.eval_format.describe(), processes=state.num_processes,
                            peft=peft_config.to_dict() if peft_config is not None else None)
         if config.eval_initial:
-            model, tok = load_model(model_path, dtype=args.model_dtype)
-            with ResultsWriter(out / "eval.jsonl") as writer:
+            with _this_process_only(), ResultsWriter(out / "eval.jsonl") as writer:
+                model, tok = load_model(model_path, dtype=args.model_dtype)
                 summary.initial = evaluate_model(model, tok, plan, writer, "initial", config, progress)
             del model
             gc.collect()
@@ -354,8 +370,8 @@ def finetune_attack(
         train(model_path, plan.train, args, out_dir=model_dir, peft_config=peft_config, callbacks=callbacks or ())
         summary.train_seconds = time.perf_counter() - start
     if state.is_main_process:
-        model, tok = load_model(str(model_dir), dtype=args.model_dtype)
-        with ResultsWriter(out / "eval.jsonl") as writer:
+        with _this_process_only(), ResultsWriter(out / "eval.jsonl") as writer:
+            model, tok = load_model(str(model_dir), dtype=args.model_dtype)
             summary.after = evaluate_model(model, tok, plan, writer, "after", config, progress)
         log = read_jsonl(model_dir / "training_log.jsonl")
         summary.steps = log[-1]["step"] if log else 0

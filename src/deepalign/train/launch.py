@@ -60,13 +60,13 @@ def check_launch(accelerator) -> None:
     if world != accelerator.num_processes:
         raise DeepAlignError(
             f"the launcher started {world} processes but training runs as {accelerator.num_processes}: "
-            "check the accelerate config (on CPU: ACCELERATE_USE_CPU=1 or the forcing in docs/scaling.md)"
+            "on CPU launch DDP/FSDP with ACCELERATE_USE_CPU=1, DeepSpeed with --ddp_backend gloo (docs/scaling.md)"
         )
     kind = accelerator.distributed_type
     if _flag("ACCELERATE_USE_FSDP") and kind != DistributedType.FSDP:
         raise DeepAlignError(
             f"FSDP was asked for (accelerate config) but accelerate set up {kind.value}: on CPU accelerate drops "
-            "FSDP (docs/scaling.md)"
+            "FSDP unless forced, set DEEPALIGN_FSDP_ON_CPU=1 to force it (docs/scaling.md)"
         )
     if _flag("ACCELERATE_USE_DEEPSPEED") and kind != DistributedType.DEEPSPEED:
         raise DeepAlignError(
@@ -74,3 +74,29 @@ def check_launch(accelerator) -> None:
             "(pip install 'deepalign[deepspeed]'); on CPU see docs/scaling.md"
         )
 
+
+FORCE_FSDP_ON_CPU = "DEEPALIGN_FSDP_ON_CPU"
+
+
+def force_fsdp_on_cpu() -> bool:
+    """Let FSDP run on CPU processes (gloo), for testing the sharded path without GPUs.
+
+    accelerate sets up FSDP only for multi-accelerator distributed types, so with ``fsdp.yaml`` on CPU
+    it silently trains as DDP. With ``DEEPALIGN_FSDP_ON_CPU=1`` (and ``ACCELERATE_USE_FSDP`` from the
+    launcher) this marks the already started CPU process group as multi-device before the Trainer's
+    ``Accelerator`` reads it, so accelerate builds its FSDP plugin as on GPUs. Call it before the
+    ``Accelerator`` exists; returns whether it forced anything.
+    """
+    if not (_flag("ACCELERATE_USE_FSDP") and _flag(FORCE_FSDP_ON_CPU)):
+        return False
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    state = PartialState()
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    if AcceleratorState._shared_state:
+        raise DeepAlignError(f"{FORCE_FSDP_ON_CPU}: an Accelerator already exists; force before the Trainer")
+    PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU  # read once by AcceleratorState
+    return True
