@@ -8,7 +8,7 @@ OUT ?= runs/reproduce
 # CPU installs pin torch to the CPU wheel; GPU users keep their own torch: make install CONSTRAINTS=
 CONSTRAINTS ?= -c requirements/cpu.txt
 
-.PHONY: install install-test install-vllm reproduce test test-slow test-vllm lint bench
+.PHONY: install install-test install-vllm reproduce test test-slow test-vllm test-deepspeed lint bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,12 @@ install-vllm: $(VLLM_VENV)/.installed
 test-vllm: install-vllm
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
 		$(VBIN)/pytest -q tests/vllm_backend
+
+# DeepSpeed ZeRO-2/3 on 2 CPU processes against one process (the optional extra; sdist, no ops prebuilt).
+# `make test-slow` runs the same tests when deepspeed is installed and skips them otherwise.
+test-deepspeed: install-test
+	DS_BUILD_OPS=0 $(BIN)/pip install -q $(CONSTRAINTS) -e ".[deepspeed]"
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 DS_ACCELERATOR=cpu $(BIN)/pytest -q -m slow tests/test_sharded.py -k deepspeed
 
 bench: install
 	$(BIN)/python bench/run_all.py

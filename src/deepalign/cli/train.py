@@ -80,12 +80,15 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _processes():
-    """accelerate's process state for a training command: yields it, and destroys the process group at
-    the end (under accelerate launch), error or not."""
+def _processes(backend: str | None = None):
+    """accelerate's process state for a training command (``backend``: the ``--ddp_backend``, gloo for
+    DeepSpeed on CPU processes): yields it, and destroys the process group at the end, error or not."""
+    import os
+
     from accelerate import PartialState
 
-    state = PartialState()
+    launched = "LOCAL_RANK" in os.environ  # a backend means something only under a launcher
+    state = PartialState(**({"backend": backend} if backend and launched else {}))
     try:
         yield state
     finally:
@@ -104,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from deepalign.data import load_pairs
     from deepalign.train.run import train
 
-    with _processes() as state:
+    with _processes(args.ddp_backend) as state:
         config = config_from(args, DeepAlignConfig, output_dir=args.output_dir or args.out,
                              disable_tqdm=args.disable_tqdm or args.no_progress)
         peft_config = config_from(args, LoraArguments).peft_config()
@@ -118,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    with _processes() as state:
+    with _processes(args.ddp_backend) as state:
         s = _finetune(args, state)
         if not state.is_main_process:
             return 0
