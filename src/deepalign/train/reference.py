@@ -250,6 +250,14 @@ def compute_cached_reference(trainer, examples: list[Example], fmt: ChatFormat, 
     return reference
 
 
+def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Path) -> dict[str, Tensor]:
+    """The reference log-probs of ``examples`` for ``trainer.model``: loaded from ``root`` when cached, else
+    computed now over all processes and saved (an unsharded trainer; a sharded one uses
+    :class:`ReferenceCallback`, as :class:`~deepalign.train.trainer.DeepAlignTrainer` does)."""
+    path, reference = find_cached_reference(trainer, examples, fmt, root)
+    return reference if reference is not None else compute_cached_reference(trainer, examples, fmt, path)
+
+
 class ReferenceCallback(TrainerCallback):
     """Computes a sharded trainer's cached reference at the start of training, once its model is
     prepared and still holds the initial weights."""
