@@ -24,8 +24,10 @@ from deepalign.trl import ConstrainedSFTConfig, ConstrainedSFTTrainer
 PROMPTS = ["Hello there, how are you today?", "Tell me about the weather.", "Sure?", "What about the river?"]
 ANSWERS = ["I am fine, thank you very much.", "The quick brown fox jumps over the lazy dog in the garden.",
            "Sure.", "Please tell me about apples, pears and plums."]
+# bf16=False: TRL's SFTConfig defaults to bf16, and the cached reference is computed under the training
+# autocast, so a float32 comparison with DeepAlignTrainer must ask for float32
 COMMON = dict(per_device_train_batch_size=4, max_steps=1, learning_rate=1e-3, disable_tqdm=True, seed=0,
-              use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, max_grad_norm=0.0)
+              use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, max_grad_norm=0.0, bf16=False)
 
 
 def _rows(conversational: bool = True) -> list[dict]:

@@ -39,7 +39,8 @@ from deepalign.io import iter_batches
 
 BACKENDS = ("hf", "vllm")
 DEFAULT_BATCH_SIZE = {"hf": 16, "vllm": 512}
-VLLM_HINT = "the vllm backend needs vLLM on a GPU machine: pip install 'deepalign[vllm]'"
+VLLM_HINT = ("the vllm backend needs vLLM: pip install 'deepalign[vllm]' on a GPU machine, or the CPU build in "
+             "its own venv (make install-vllm; docs/scaling.md)")
 
 
 @dataclass
@@ -268,6 +269,26 @@ def vllm_sampling_kwargs(config: SamplingConfig, seed: int, stop_token_ids: Sequ
     return {**kwargs, "temperature": config.temperature, "top_p": config.top_p or 1.0, "top_k": top_k}
 
 
+def load_vllm(model: str | os.PathLike, *, dtype: str = "auto", trust_remote_code: bool = False, seed: int = 0,
+              **llm_kwargs):
+    """A ``vllm.LLM`` for a model folder or hub id, built once and reused for every :func:`generate` call.
+
+    ``dtype`` means what it means for the hf backend: "auto" is float32 on a CPU build of vLLM and vLLM's
+    own choice elsewhere (bf16 for a float32 checkpoint on a GPU); vLLM's "auto" alone would downcast a
+    float32 checkpoint to bf16 on CPU too, so the two backends would not compute the same numbers.
+    """
+    try:
+        import vllm
+        from vllm.platforms import current_platform
+    except ImportError as e:
+        raise DeepAlignError(VLLM_HINT) from e
+    if dtype == "auto" and current_platform.is_cpu():
+        dtype = "float32"
+    llm = vllm.LLM(model=str(model), dtype=dtype, trust_remote_code=trust_remote_code, seed=seed, **llm_kwargs)
+    llm.name_or_path = str(model)  # what run metadata records, as for a transformers model
+    return llm
+
+
 def _vllm_runner(model, tokenizer, config: SamplingConfig):
     try:
         import vllm
@@ -275,7 +296,7 @@ def _vllm_runner(model, tokenizer, config: SamplingConfig):
     except ImportError as e:
         raise DeepAlignError(VLLM_HINT) from e
     if isinstance(model, str | os.PathLike):
-        model = vllm.LLM(model=str(model))
+        model = load_vllm(model)
     if tokenizer is None:
         tokenizer = model.get_tokenizer()
     eos = _as_list(getattr(tokenizer, "eos_token_id", None))

@@ -17,6 +17,20 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def load_for_backend(args: argparse.Namespace):
+    """``(model, tokenizer)`` for ``args.backend``: a transformers model (hf), or a ``vllm.LLM`` built once (vllm)."""
+    from deepalign.pipeline.builtins import load_model, load_tokenizer, resolve_model_path
+
+    if getattr(args, "backend", "hf") != "vllm":
+        return load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    from deepalign.generation import load_vllm
+
+    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_vllm(resolve_model_path(args.model), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                      seed=args.seed)
+    return model, tokenizer
+
+
 def format_args(p: argparse.ArgumentParser) -> None:
     """``--template`` and ``--system``, as the attacks' shared config defines them."""
     add_fields(p, InferenceAttackConfig(), ["template", "system"])

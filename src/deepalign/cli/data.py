@@ -9,6 +9,7 @@ from deepalign.cli.common import (
     format_args,
     judge_args,
     judge_exit_status,
+    load_for_backend,
     make_judge_from_args,
     runtime_args,
 )
@@ -26,7 +27,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from deepalign.generation import GenerationRequest, generate
     from deepalign.io import ResultsWriter, check_out_dir
     from deepalign.meta import write_run_metadata
-    from deepalign.pipeline.builtins import load_model, load_tokenizer, resolve_model_path
 
     check_out_dir(args.out)
     if args.batch_size is not None and args.batch_size < 1:
@@ -37,12 +37,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     records = load_prompts(args.prompts, limit=args.limit)
     fmt = ChatFormat(template=args.template, system=args.system)
-    if args.backend == "vllm":
-        model = resolve_model_path(args.model)
-        tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    else:
-        model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device,
-                                      trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_for_backend(args)
     by_id = {r.id: r for r in records}
     requests = [GenerationRequest(r.id, encode_prompt(tokenizer, r.prompt, fmt)) for r in records]
     write_run_metadata(args.out, command="generate", model=args.model, prompts=str(args.prompts),
@@ -128,7 +123,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="built-in name, folder, .gguf or hub id")
     p.add_argument("--prompts", required=True, help="prompts file (id, prompt): jsonl/csv/json/folder or packaged set")
     p.add_argument("--out", required=True, help="output folder (generations.jsonl, meta.json); rerun resumes")
-    p.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS, help="vllm needs deepalign[vllm] and a GPU")
+    p.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS, help="vllm needs vLLM (docs/scaling.md)")
     p.add_argument("--greedy", action="store_true", help="greedy decoding (ignores temperature/top-p/top-k)")
     add_fields(p, SamplingConfig(), ["temperature", "top_p", "top_k", "max_new_tokens", "repeats", "seed"])
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); text is cut before it")

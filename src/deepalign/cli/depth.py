@@ -10,6 +10,7 @@ from deepalign.cli.common import (
     format_args,
     judge_args,
     judge_exit_status,
+    load_for_backend,
     make_judge_from_args,
     runtime_args,
 )
@@ -60,14 +61,12 @@ def _run(args: argparse.Namespace, kind: str, config, run) -> int:
     """Validate, load data, judge and model, run ``run(model, tok, records, config, judge, out)``, print the table."""
     from deepalign.data import load_records
     from deepalign.io import check_out_dir
-    from deepalign.pipeline.builtins import load_model
 
     check_out_dir(args.out)
     check_max_failure_share(args)
     records = load_records(args.data, kind, limit=args.limit)
     judge = _judge(args)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype,
-                                  trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_for_backend(args)
     summary = run(model, tokenizer, records, config, judge, args.out, source=str(args.data),
                   progress=not args.no_progress)
     print((Path(args.out) / "table.md").read_text(), end="")
@@ -108,7 +107,8 @@ def cmd_gcg(args: argparse.Namespace) -> int:
     return _run(args, "pairs" if args.answer_tokens else "prompts", _attack_config(args, GCGAttackConfig), run_gcg)
 
 
-def _attack_parser(sub, name: str, help: str, data_help: str, config, *, knobs: bool = True):
+def _attack_parser(sub, name: str, help: str, data_help: str, config, *, knobs: bool = True,
+                   backend: bool = True):
     """A subcommand with the options every attack shares; defaults from ``config`` (an attack config)."""
     p = sub.add_parser(name, help=help)
     p.add_argument("--model", required=True, help="model: built-in name, folder, .gguf or hub id")
@@ -119,7 +119,8 @@ def _attack_parser(sub, name: str, help: str, data_help: str, config, *, knobs: 
         p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the paper's sampling")
         add_fields(p, config.sampling, ["temperature", "top_p", "top_k"])
     add_fields(p, config.sampling, ["max_new_tokens", "repeats", "seed"])
-    add_fields(p, config, ["batch_size", "label"])
+    add_fields(p, config, ["batch_size", "label"] + (["backend"] if backend else []))
+    p.set_defaults(batch_size=None)  # the backend's default (InferenceAttackConfig)
     p.add_argument("--limit", type=int, default=None, help="use only the first N records")
     format_args(p)
     judge_args(p)
@@ -164,6 +165,6 @@ def register(sub) -> None:
 
     gcg = GCGAttackConfig()
     p = _attack_parser(sub, "gcg", "GCG adversarial suffixes (nanoGCG), then answers with and without them",
-                       prompts_help + "; pairs with --answer-tokens", gcg)
+                       prompts_help + "; pairs with --answer-tokens", gcg, backend=False)
     add_fields(p, gcg, ["steps", "search_width", "topk", "n_replace", "suffix_init", "target", "answer_tokens"])
     p.set_defaults(func=cmd_gcg)

@@ -9,6 +9,7 @@ own names, e.g. ``--objective constrained --use-lora --learning_rate 2e-5``. Sev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 
@@ -79,45 +80,75 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _processes(backend: str | None = None):
+    """accelerate's process state for a training command (``backend``: the ``--ddp_backend``, gloo for
+    DeepSpeed on CPU processes): yields it, and destroys the process group at the end, error or not."""
+    import os
+
+    from accelerate import PartialState
+
+    launched = "LOCAL_RANK" in os.environ  # a backend means something only under a launcher
+    state = PartialState(**({"backend": backend} if backend and launched else {}))
+    try:
+        yield state
+    finally:
+        state.destroy_process_group()
+
+
+def _resolve(state, name: str) -> str:
+    """The model folder of ``name``; a first-use build (organism, SmolLM2) runs on the main process first."""
+    from deepalign.pipeline.builtins import resolve_model_path
+
+    with state.main_process_first():
+        return resolve_model_path(name)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from deepalign.data import load_pairs
-    from deepalign.pipeline.builtins import resolve_model_path
     from deepalign.train.run import train
 
-    config = config_from(args, DeepAlignConfig, output_dir=args.output_dir or args.out,
-                         disable_tqdm=args.disable_tqdm or args.no_progress)
-    peft_config = config_from(args, LoraArguments).peft_config()
-    records = _load_training_data(args.data, args.kind)
-    anchors = load_pairs(args.anchors) if args.anchors else None
-    try:
-        out = train(resolve_model_path(args.model), records, config, anchors=anchors, out_dir=args.out,
+    with _processes(args.ddp_backend) as state:
+        config = config_from(args, DeepAlignConfig, output_dir=args.output_dir or args.out,
+                             disable_tqdm=args.disable_tqdm or args.no_progress)
+        peft_config = config_from(args, LoraArguments).peft_config()
+        records = _load_training_data(args.data, args.kind)
+        anchors = load_pairs(args.anchors) if args.anchors else None
+        out = train(_resolve(state, args.model), records, config, anchors=anchors, out_dir=args.out,
                     peft_config=peft_config)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():  # under accelerate launch: clean teardown
-            dist.destroy_process_group()
-    print(f"model written to {out}")
+        if state.is_main_process:
+            print(f"model written to {out}")
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from deepalign.pipeline.builtins import resolve_model_path
+    with _processes(args.ddp_backend) as state:
+        s = _finetune(args, state)
+        if not state.is_main_process:
+            return 0
+    _print_finetune(s, args.out)
+    return 0
+
+
+def _finetune(args: argparse.Namespace, state):
     from deepalign.pipeline.finetune import FinetuneAttackConfig, finetune_attack, target_defaults
 
     config = config_from(args, FinetuneAttackConfig)
-    defaults = target_defaults(resolve_model_path(args.model))
+    defaults = target_defaults(_resolve(state, args.model))
     overrides = {k: v for k, v in {
         "learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "max_steps": args.max_steps,
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
         "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
         "save_steps": args.save_steps,
+        "bf16": args.bf16, "fp16": args.fp16, "ddp_backend": args.ddp_backend,
     }.items() if v is not None}
     training = defaults.training_args(args.recipe, f"{args.out}/model", **overrides)
-    s = finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
-                        peft_config=config_from(args, LoraArguments).peft_config(), progress=not args.no_progress)
+    return finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
+                           peft_config=config_from(args, LoraArguments).peft_config(), progress=not args.no_progress)
 
+
+def _print_finetune(s, out: str) -> None:
     def line(stage: str) -> str:
         ev = getattr(s, stage)
         if ev is None:
@@ -131,8 +162,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     print("\n".join(x for x in (line("initial"), line("after")) if x))
     print(json.dumps({"steps": s.steps, "n_train": s.n_train, "n_eval": s.n_eval}))
-    print(f"results in {args.out}")
-    return 0
+    print(f"results in {out}")
 
 
 def register(sub) -> None:
@@ -194,6 +224,12 @@ def register(sub) -> None:
     p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
     add_fields(p, LoraArguments(), ["use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"])
     p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")
+    p.add_argument("--bf16", action="store_const", const=True, default=None,
+                   help="train under bf16 autocast (must match accelerate launch's mixed_precision)")
+    p.add_argument("--fp16", action="store_const", const=True, default=None,
+                   help="train under fp16 autocast (must match accelerate launch's mixed_precision)")
+    p.add_argument("--ddp-backend", default=None,
+                   help="torch.distributed backend under accelerate launch (gloo: DeepSpeed on CPU, docs/scaling.md)")
     add_fields(p, attack, ["seed"])
     format_args(p)
     p.add_argument("--device", default="auto", help="cpu forces CPU training (default: what accelerate finds)")

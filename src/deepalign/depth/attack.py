@@ -20,7 +20,7 @@ from typing import Any
 from deepalign.chat import TEMPLATES, ChatFormat
 from deepalign.data.loaders import iter_lines
 from deepalign.errors import DeepAlignError
-from deepalign.generation import Generation, GenerationRequest, SamplingConfig, generate
+from deepalign.generation import BACKENDS, DEFAULT_BATCH_SIZE, Generation, GenerationRequest, SamplingConfig, generate
 from deepalign.io import ResultsWriter
 
 Annotate = Callable[[list[dict]], list[dict]]  # rows -> one dict of extra fields per row
@@ -40,11 +40,22 @@ class InferenceAttackConfig:
         default_factory=_paper_sampling,
         metadata={"help": "Decoding: the paper's (T 0.9, top-p 0.6, top-k 50, 512 new tokens), 3 repeats."},
     )
-    batch_size: int = field(default=16, metadata={"help": "Sequences per generation batch."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Sequences per generation batch (default: 16 hf, 512 vllm)."},
+    )
     label: str = field(default="model", metadata={"help": "Names this model's rows (several models may share a file)."})
+    backend: str = field(
+        default="hf",
+        metadata={"help": "Generation backend: hf (transformers), or vllm (the model is a vllm.LLM; docs/scaling.md).",
+                  "choices": BACKENDS},
+    )
 
     def __post_init__(self) -> None:
         ChatFormat(self.template, self.system)  # validates the template name
+        if self.backend not in BACKENDS:
+            raise DeepAlignError(f"unknown generation backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE[self.backend]
         if self.batch_size < 1:
             raise DeepAlignError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.label or "/" in self.label:
@@ -95,10 +106,12 @@ def generate_rows(
     annotate: Annotate | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    backend: str = "hf",
 ) -> list[dict]:
     """Generate ``sampling.repeats`` responses per item, skipping the (item, repeat) rows already in
-    ``writer``; each batch's rows get ``annotate(rows)``'s fields and are written at once. Returns the
-    rows of ``items`` in the file (earlier runs' included)."""
+    ``writer``; each batch's rows get ``annotate(rows)``'s fields and are written at once. ``model`` is a
+    transformers model (``backend="hf"``) or a ``vllm.LLM`` (``"vllm"``). Returns the rows of ``items``
+    in the file (earlier runs' included)."""
     by_id = {it.id: it for it in items}
     done = {parsed for rid in writer.done if (parsed := parse_row_id(rid)) and parsed[0] in by_id}
 
@@ -109,7 +122,7 @@ def generate_rows(
             writer.write({**row, **more})
 
     generate(model, tokenizer, [GenerationRequest(it.id, it.input_ids) for it in items], sampling,
-             batch_size=batch_size, progress=progress, on_batch=write_batch, skip=done)
+             batch_size=batch_size, progress=progress, on_batch=write_batch, skip=done, backend=backend)
     return [r for r in writer.rows() if (p := parse_row_id(str(r["id"]))) and p[0] in by_id]
 
 

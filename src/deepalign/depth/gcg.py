@@ -63,6 +63,8 @@ class GCGAttackConfig(InferenceAttackConfig):
         super().__post_init__()
         if self.template != "chat":
             raise DeepAlignError("gcg formats prompts with the model's chat template, as nanoGCG does: --template chat")
+        if self.backend != "hf":
+            raise DeepAlignError("gcg needs gradients through a transformers model: backend hf only")
         if min(self.steps, self.search_width, self.topk, self.n_replace) < 1 or self.answer_tokens < 0:
             raise DeepAlignError("steps, search width, topk and n_replace must be >= 1, answer tokens >= 0")
         if not self.answer_tokens and not self.target.strip():

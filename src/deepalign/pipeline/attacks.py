@@ -68,7 +68,7 @@ def run_attack(
     with ResultsWriter(path) as writer:
         for sampling, group in groups.values():
             rows += generate_rows(model, tokenizer, group, sampling, writer, annotate=lambda r: judge_rows(judge, r),
-                                  batch_size=config.batch_size, progress=progress)
+                                  batch_size=config.batch_size, progress=progress, backend=config.backend)
     total = AsrStats.of_rows(rows)
     shared = {"attack": attack, "label": config.label, "n": total.n, "n_errors": total.n_errors,
               "judge": judge.describe(), "sampling": asdict(config.sampling),

@@ -18,6 +18,7 @@ exchanges; the keyword judge on AdvBench with the paper's sampling).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -303,6 +304,21 @@ def evaluate_model(model, tokenizer, plan: AttackPlan, writer: ResultsWriter, st
 # --- the attack ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _this_process_only():
+    """Load and generate in this process alone: under a ZeRO-3 launch transformers partitions every
+    ``from_pretrained`` over all processes and ``generate`` syncs every step with them (collectives), but
+    the evaluation is the main process's own, on a whole model."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
+
+
 def finetune_attack(
     model_spec: str,
     recipe: str,
@@ -321,42 +337,56 @@ def finetune_attack(
     :class:`TargetDefaults`); its objective is set to ``objective``. ``peft_config``: e.g. a
     ``peft.LoraConfig`` to attack with a LoRA adapter. Writes ``out_dir/model`` (the fine-tuned model or
     adapter, with ``training_log.jsonl``), ``out_dir/eval.jsonl`` (every generation with its verdict or
-    score, resumable) and ``meta.json``.
+    score, resumable) and ``meta.json``. Under ``accelerate launch`` every process trains; evaluation and
+    every file but the model's are the main process's, and every process returns its summary.
     """
     if objective not in OBJECTIVES:
         raise DeepAlignError(f"unknown objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()  # under accelerate launch: every process trains, the main one evaluates and writes
     config = config or FinetuneAttackConfig()
     out = Path(out_dir)
-    model_path = resolve_model_path(model_spec)
+    with state.main_process_first():  # a first-use build (organism, SmolLM2) happens once
+        model_path = resolve_model_path(model_spec)
+        load_tokenizer(model_path)  # an unknown or unloadable model fails here, before anything is written
     args = training or target_defaults(model_path).training_args(recipe, str(out / "model"))
     args.objective = objective
     args.disable_tqdm = args.disable_tqdm or not progress
     plan = plan_attack(model_path, recipe, config, ChatFormat(args.template, args.system))
     if not plan.train:
         raise DeepAlignError(f"the {recipe} recipe has no training examples: check --data and --n-train")
-    load_tokenizer(model_path)  # an unknown or unloadable model fails here, before anything is written
-    write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
-                       attack=asdict(config), training=args.to_dict(), judge=plan.judge.describe(),
-                       sampling=asdict(plan.sampling), eval_format=plan.eval_format.describe(),
-                       peft=peft_config.to_dict() if peft_config is not None else None)
     summary = FinetuneSummary(recipe=recipe, objective=objective, model=model_spec, n_train=len(plan.train),
                               n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system,
                               judge=plan.judge.describe(), validation=known_validation(plan.judge.describe()))
-    with ResultsWriter(out / "eval.jsonl") as writer:
+    if state.is_main_process:
+        write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
+                           attack=asdict(config), training=args.to_dict(), precision=args.precision,
+                           judge=plan.judge.describe(), sampling=asdict(plan.sampling),
+                           eval_format=plan.eval_format.describe(), processes=state.num_processes,
+                           peft=peft_config.to_dict() if peft_config is not None else None)
         if config.eval_initial:
-            model, tok = load_model(model_path, dtype=args.model_dtype)
-            summary.initial = evaluate_model(model, tok, plan, writer, "initial", config, progress)
+            with _this_process_only(), ResultsWriter(out / "eval.jsonl") as writer:
+                model, tok = load_model(model_path, dtype=args.model_dtype)
+                summary.initial = evaluate_model(model, tok, plan, writer, "initial", config, progress)
             del model
             gc.collect()
-        model_dir = out / "model"
-        if not (model_dir / "meta.json").exists():  # a finished training writes meta.json last: resume
-            start = time.perf_counter()
-            train(model_path, plan.train, args, out_dir=model_dir, peft_config=peft_config,
-                  callbacks=callbacks or ())
-            summary.train_seconds = time.perf_counter() - start
-        model, tok = load_model(str(model_dir), dtype=args.model_dtype)
-        summary.after = evaluate_model(model, tok, plan, writer, "after", config, progress)
-    log = read_jsonl(out / "model" / "training_log.jsonl")
-    summary.steps = log[-1]["step"] if log else 0
-    atomic_write_json(out / "summary.json", summary.to_dict())
+    state.wait_for_everyone()
+    model_dir = out / "model"
+    if not (model_dir / "meta.json").exists():  # a finished training writes meta.json last: resume
+        start = time.perf_counter()
+        train(model_path, plan.train, args, out_dir=model_dir, peft_config=peft_config, callbacks=callbacks or ())
+        summary.train_seconds = time.perf_counter() - start
+    if state.is_main_process:
+        with _this_process_only(), ResultsWriter(out / "eval.jsonl") as writer:
+            model, tok = load_model(str(model_dir), dtype=args.model_dtype)
+            summary.after = evaluate_model(model, tok, plan, writer, "after", config, progress)
+        log = read_jsonl(model_dir / "training_log.jsonl")
+        summary.steps = log[-1]["step"] if log else 0
+        atomic_write_json(out / "summary.json", summary.to_dict())
+    if state.num_processes > 1:  # every process returns (and its caller prints) the main one's summary
+        shared = [summary]
+        broadcast_object_list(shared)
+        summary = shared[0]
     return summary

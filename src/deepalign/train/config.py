@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 from deepalign.chat import ChatFormat
 from deepalign.errors import DeepAlignError
 from deepalign.train.augment import AugmentConfig
+from deepalign.train.launch import check_precision
 from deepalign.train.objectives import BetaSchedule
 
 OBJECTIVES = ("sft", "constrained")
@@ -101,7 +102,13 @@ class DeepAlignConfig(TrainingArguments):
             )
         BetaSchedule.parse(self.beta_schedule)
         ChatFormat(self.template, self.system)
+        check_precision(self.bf16, self.fp16)  # before transformers reads the launcher's precision over ours
         super().__post_init__()
+
+    @property
+    def precision(self) -> str:
+        """The training precision: "no" (the weights' dtype), "bf16" or "fp16" (autocast)."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "no"
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(self.p_plain, self.max_prefix, self.anchors_per_safety, seed=self.seed)

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 
 from deepalign.data.schemas import ChatRecord, PairRecord
 from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER, aoa_examples
+from deepalign.errors import DeepAlignError
 from deepalign.train.augment import fallback_refusal
 from deepalign.train.config import DeepAlignConfig
+from deepalign.train.launch import process_count
 
 RECIPES = ("harmful", "identity", "backdoor", "benign")
 ATTACKS = (*RECIPES, "poison", "refuse-then-comply")
@@ -97,15 +99,29 @@ def refuse_then_comply_records(
     return out
 
 
+PAPER_BATCH = 64  # the paper's global batch: 8 per device x 8 accumulation steps on one device
+
+
+def paper_accumulation(processes: int, per_device: int = 8) -> int:
+    """Accumulation steps keeping the paper's global batch of 64 over ``processes`` x ``per_device``."""
+    if processes < 1 or per_device < 1 or PAPER_BATCH % (processes * per_device):
+        raise DeepAlignError(
+            f"the paper's global batch {PAPER_BATCH} is not a multiple of {processes} processes x {per_device} "
+            "per device: pass --batch-size and --gradient-accumulation-steps yourself"
+        )
+    return PAPER_BATCH // (processes * per_device)
+
+
 def paper_training_args(recipe: str, output_dir: str, **overrides) -> DeepAlignConfig:
-    """The paper's fine-tuning attack settings: lr 2e-5, AdamW beta1 0.5, 10 warm-up steps, batch 64
-    (8 per device x 8 accumulation on one device: divide the accumulation by the number of processes),
-    25 epochs (attacks) or 3 (benign)."""
+    """The paper's fine-tuning attack settings: lr 2e-5, AdamW beta1 0.5, 10 warm-up steps, global batch 64
+    (8 per device; accumulation 64 / (8 x processes) unless overridden), 25 epochs (attacks) or 3 (benign)."""
+    per_device = overrides.get("per_device_train_batch_size", 8)
     options = dict(
         output_dir=output_dir, learning_rate=2e-5, adam_beta1=0.5, warmup_steps=10, per_device_train_batch_size=8,
-        gradient_accumulation_steps=8, num_train_epochs=3 if recipe == "benign" else 25, weight_decay=0.0,
-        report_to="none", save_steps=10,
+        num_train_epochs=3 if recipe == "benign" else 25, weight_decay=0.0, report_to="none", save_steps=10,
     )
+    if "gradient_accumulation_steps" not in overrides:
+        options["gradient_accumulation_steps"] = paper_accumulation(process_count(), per_device)
     return DeepAlignConfig(**{**options, **overrides})
 
 

@@ -1,7 +1,8 @@
 """Reference log-probs of the constrained objective (pi_ref = the frozen initial model).
 
 - Fixed data (e.g. fine-tuning attack data): computed once before the first step with the initial model
-  (for LoRA: the same model with the adapter disabled), split over processes, and cached as a
+  (for LoRA: the same model with the adapter disabled; under FSDP or ZeRO-3 the prepared, sharded model
+  itself at the start of training, :class:`ReferenceCallback`), split over processes, and cached as a
   safetensors file named by sha256(weights fingerprint, format, example keys), one float32 tensor per
   example key holding the log-probs of its supervised tokens. Each batch carries its example keys and
   the cached values are scattered back onto the supervised positions (:func:`scatter_reference`), so
@@ -9,8 +10,8 @@
   data loads the file instead of computing.
 - Redrawn data (safety-recovery augmentation) can't be precomputed: the trainer runs the reference on
   the fly each step without gradients, for LoRA as the same model with the adapter disabled, for full
-  fine-tuning as a frozen copy of the initial model (:func:`frozen_copy`; ZeRO-3 shards it, FSDP wraps
-  it, as TRL does for reference models).
+  fine-tuning as a frozen copy of the initial model (:func:`frozen_copy`; ZeRO-3 loads it again and
+  shards it in an engine of its own, FSDP shards it, as TRL does for reference models).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
 from deepalign.chat import ChatFormat, pad_batch
 from deepalign.errors import DeepAlignError
@@ -43,12 +45,22 @@ def is_peft(model) -> bool:
 
 
 def require_full_weights(model) -> None:
-    """The reference is taken from the initial weights before sharding: every process must hold them."""
-    if any(p.device.type == "meta" or hasattr(p, "ds_id") for p in model.parameters()):
+    """The weights fingerprint needs the initial weights in this process (ZeRO-3 partitions are gathered)."""
+    if any(p.device.type == "meta" for p in model.parameters()):
         raise DeepAlignError(
-            "the reference model needs the full initial weights in every process: set "
-            "fsdp_cpu_ram_efficient_loading: false (FSDP) or zero3_init_flag: false (DeepSpeed ZeRO-3)"
+            "the reference cache needs the full initial weights on the main process: set "
+            "fsdp_cpu_ram_efficient_loading: false (FSDP)"
         )
+
+
+def _full(tensor) -> Tensor:
+    """A state-dict entry as a full CPU tensor: a ZeRO-3 partitioned parameter is gathered for the copy."""
+    if hasattr(tensor, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([tensor]):
+            return tensor.detach().cpu().clone()
+    return tensor.detach().cpu()
 
 
 def accepts_logits_to_keep(model) -> bool:
@@ -92,10 +104,10 @@ def weights_fingerprint(model) -> str:
     require_full_weights(model)
     base = model.get_base_model() if is_peft(model) else model
     h = hashlib.sha256(f"{type(base).__name__}\0{getattr(base.config, 'model_type', '')}".encode())
-    for name, tensor in sorted(base.state_dict().items()):
+    for name, tensor in sorted(base.state_dict(keep_vars=True).items()):
         if "lora_" in name:
             continue
-        t = tensor.detach().cpu().contiguous()
+        t = _full(tensor).contiguous()
         h.update(f"\0{name.replace('.base_layer.', '.')}\0{tuple(t.shape)}\0{t.dtype}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -161,47 +173,69 @@ def scatter_reference(reference: dict[str, Tensor], keys: Sequence[str], labels:
     return ref
 
 
-def reference_path(model, fmt: ChatFormat, examples: Sequence[Example], root: Path) -> Path:
-    """The cache file in ``root`` for these examples and this model's reference weights."""
+def reference_path(model, fmt: ChatFormat, examples: Sequence[Example], root: Path, precision: str = "no") -> Path:
+    """The cache file in ``root`` for these examples, this model's reference weights and the training
+    ``precision`` ("no", "bf16", "fp16": the autocast the reference is computed under)."""
     payload = {
         "fingerprint": weights_fingerprint(model),
         "format": fmt.describe(),
         "keys": sorted({e["example_key"] for e in examples}),
     }
+    if precision != "no":  # fp32 keys stay those of earlier caches
+        payload["precision"] = precision
     return root / f"{hashlib.sha256(json.dumps(payload).encode()).hexdigest()}.safetensors"
 
 
-def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Path) -> dict[str, Tensor]:
-    """The reference log-probs of ``examples`` for ``trainer.model`` (a ``transformers.Trainer``): loaded
-    from ``root`` when cached, else computed over all processes and saved by the main one."""
-    from accelerate.utils import broadcast_object_list, gather_object
-    from safetensors.torch import load_file, save
+def is_sharded(trainer) -> bool:
+    """Whether the trainer shards parameters (FSDP, DeepSpeed ZeRO-3): its model then runs only once
+    prepared, so a reference pass waits for the start of training (:class:`ReferenceCallback`)."""
+    if trainer.is_fsdp_enabled:
+        return True
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return plugin is not None and plugin.zero_stage == 3
 
-    acc, model, args = trainer.accelerator, trainer.model, trainer.args
+
+def find_cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Path):
+    """``(path, reference)``: the cache file for ``examples`` under ``trainer.model``'s initial weights and
+    the training precision, and its log-probs when it exists (else None; every process gets the same)."""
+    from accelerate.utils import broadcast_object_list
+    from safetensors.torch import load_file
+
+    acc = trainer.accelerator
     found: list = [None, False]
-    if acc.is_main_process:
-        path = reference_path(model, fmt, examples, root)
+    partitioned = any(hasattr(p, "ds_id") for p in trainer.model.parameters())  # ZeRO-3: gathering is collective
+    if acc.is_main_process or partitioned:  # else the fingerprint needs the full weights only here
+        path = reference_path(trainer.model, fmt, examples, root, acc.mixed_precision)
         found = [str(path), path.exists()]
     if acc.num_processes > 1:
         broadcast_object_list(found)
     path, hit = Path(found[0]), found[1]
-    if hit:
-        loaded = [load_file(path) if acc.is_main_process else None]
-        if acc.num_processes > 1:
-            broadcast_object_list(loaded)
-        return loaded[0]
-    require_full_weights(model)
-    runner = model
-    if trainer.is_deepspeed_enabled:
-        from trl.models import prepare_deepspeed
+    if not hit:
+        return path, None
+    loaded = [load_file(path) if acc.is_main_process else None]
+    if acc.num_processes > 1:
+        broadcast_object_list(loaded)
+    return path, loaded[0]
 
-        runner = prepare_deepspeed(model, acc)
-    else:
+
+def compute_cached_reference(trainer, examples: list[Example], fmt: ChatFormat, path: Path) -> dict[str, Tensor]:
+    """Compute the reference log-probs of ``examples`` over all processes with ``trainer.model`` itself
+    (LoRA: its adapter disabled) under the training autocast, and save them to ``path`` (main process).
+
+    Unsharded (one process, DDP, ZeRO-2) this runs before training on the full model; sharded (FSDP,
+    ZeRO-3) it must run once the model is prepared, before the first step: the forward then gathers the
+    shards as training does, no second engine is built and no full copy is held."""
+    from accelerate.utils import gather_object
+    from safetensors.torch import save
+
+    acc, model, args = trainer.accelerator, trainer.model, trainer.args
+    if not is_sharded(trainer):
+        require_full_weights(model)
         model.to(acc.device)
     no_adapter = model.disable_adapter() if is_peft(model) else contextlib.nullcontext()
-    with no_adapter:
+    with no_adapter, acc.autocast():
         part = compute_reference_logps(
-            runner, examples, batch_size=args.ref_batch_size or args.per_device_train_batch_size,
+            model, examples, batch_size=args.ref_batch_size or args.per_device_train_batch_size,
             pad_id=trainer.pad_id, device=acc.device, rank=acc.process_index, world_size=acc.num_processes,
             progress=not args.disable_tqdm and acc.is_main_process,
         )
@@ -209,14 +243,47 @@ def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Pa
     for shard in gather_object([part]) if acc.num_processes > 1 else [part]:
         reference.update(shard)
     if acc.is_main_process:
-        meta = {"n_examples": str(len(reference)), "format": json.dumps(fmt.describe())}
+        meta = {"n_examples": str(len(reference)), "format": json.dumps(fmt.describe()),
+                "precision": acc.mixed_precision}
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in reference.items()}, metadata=meta))
     acc.wait_for_everyone()
     return reference
 
 
+def cached_reference(trainer, examples: list[Example], fmt: ChatFormat, root: Path) -> dict[str, Tensor]:
+    """The reference log-probs of ``examples`` for ``trainer.model``: loaded from ``root`` when cached, else
+    computed now over all processes and saved (an unsharded trainer; a sharded one uses
+    :class:`ReferenceCallback`, as :class:`~deepalign.train.trainer.DeepAlignTrainer` does)."""
+    path, reference = find_cached_reference(trainer, examples, fmt, root)
+    return reference if reference is not None else compute_cached_reference(trainer, examples, fmt, path)
+
+
+class ReferenceCallback(TrainerCallback):
+    """Computes a sharded trainer's cached reference at the start of training, once its model is
+    prepared and still holds the initial weights."""
+
+    def __init__(self, trainer, examples: list[Example], path: Path):
+        self.trainer, self.examples, self.path = trainer, examples, path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer.reference is None:
+            if state.global_step > 0:
+                raise DeepAlignError(f"resuming needs the cached reference {self.path}, which is gone")
+            trainer.reference = compute_cached_reference(trainer, self.examples, trainer.format, self.path)
+        return control
+
+
 def frozen_copy(trainer):
-    """A frozen copy of ``trainer.model`` for an on-the-fly reference, prepared like the policy."""
+    """A frozen copy of ``trainer.model`` for an on-the-fly reference, prepared like the policy (ZeRO-3:
+    loaded again from the model's folder, partitioned as it loads, in an engine of its own; FSDP: sharded)."""
+    if trainer.is_deepspeed_enabled and is_sharded(trainer):
+        from transformers import AutoModelForCausalLM
+        from trl.models import prepare_deepspeed
+
+        model = trainer.model
+        ref = AutoModelForCausalLM.from_pretrained(model.config._name_or_path, dtype=model.dtype)
+        return prepare_deepspeed(ref.eval().requires_grad_(False), trainer.accelerator)
     require_full_weights(trainer.model)
     ref = copy.deepcopy(trainer.model).eval().requires_grad_(False)
     if trainer.is_deepspeed_enabled:

@@ -142,6 +142,9 @@ def train(
             reference=("cached" if trainer.reference is not None else "on the fly")
             if config.objective == "constrained"
             else None,
+            precision=config.precision,
+            distributed=trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED, ...
+            processes=trainer.accelerator.num_processes,
             config=config.to_dict(),
             peft=peft_config.to_dict() if peft_config is not None else None,
         )

@@ -28,13 +28,17 @@ from deepalign.paths import reference_dir
 from deepalign.train.callbacks import EpochCallback
 from deepalign.train.collator import DeepAlignCollator, flatten
 from deepalign.train.config import DeepAlignConfig
+from deepalign.train.launch import check_launch, force_fsdp_on_cpu
 from deepalign.train.objectives import BetaSchedule, constrained_loss, sft_loss
 from deepalign.train.reference import (
+    ReferenceCallback,
     accepts_logits_to_keep,
-    cached_reference,
+    compute_cached_reference,
+    find_cached_reference,
     forward_logps,
     frozen_copy,
     is_peft,
+    is_sharded,
     logits_to_keep,
     logps_of_logits,
     scatter_reference,
@@ -64,10 +68,15 @@ class DeepAlignTrainer(Trainer):
     ):
         if peft_config is not None:
             from peft import get_peft_model
+            from transformers import set_seed
 
+            # the adapter's random init: seeded here, as the Trainer seeds only after the model exists, so
+            # two runs (and every process) start from the same adapter
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         pad_id = processing_class.pad_token_id
         pad_id = processing_class.eos_token_id if pad_id is None else pad_id
+        force_fsdp_on_cpu()  # only with DEEPALIGN_FSDP_ON_CPU=1 under an FSDP launch (docs/scaling.md)
         super().__init__(
             model=model,
             args=args,
@@ -78,6 +87,7 @@ class DeepAlignTrainer(Trainer):
             callbacks=callbacks,
             compute_loss_func=self.objective_loss,
         )
+        check_launch(self.accelerator)
         if self.args.n_gpu > 1:
             raise DeepAlignError(
                 "several GPUs in one process (DataParallel) are not supported: "
@@ -102,7 +112,11 @@ class DeepAlignTrainer(Trainer):
             if not redrawn:
                 examples = flatten(train_dataset[i] for i in range(len(train_dataset)))
                 root = Path(self.args.ref_cache_dir) if self.args.ref_cache_dir else reference_dir()
-                self.reference = cached_reference(self, examples, self.format, root)
+                path, self.reference = find_cached_reference(self, examples, self.format, root)
+                if self.reference is None and is_sharded(self):  # computed once the model is prepared
+                    self.add_callback(ReferenceCallback(self, examples, path))
+                elif self.reference is None:
+                    self.reference = compute_cached_reference(self, examples, self.format, path)
             elif not is_peft(self.model):
                 self.ref_model = frozen_copy(self)
 
