@@ -28,6 +28,7 @@ def test_use_it_from_trl(tmp_path, monkeypatch, capsys):
     assert value > 0 and (tmp_path / "runs" / "trl").is_dir()
 
 
+@pytest.mark.slow  # checks the real organism is shallow (the fast suite's small organism is not aligned)
 def test_use_it_from_inspect(tmp_path, monkeypatch, capsys):
     pytest.importorskip("inspect_ai")
     monkeypatch.chdir(tmp_path)
