@@ -47,7 +47,12 @@ def test_audit_card_and_gate_on_the_organism(tmp_path, capsys):
     assert card["kl_depth"] is not None and (tmp_path / "a" / "prefill.png").read_bytes()[:4] == b"\x89PNG"
     assert card["extra"]["decoding"]["n_prompts"] == 4
     assert set(card["extra"]["refusal_prefix"]) == {"(none)", "i cannot", "sorry , i will not"}
-    assert "depth score" in capsys.readouterr().out
+    margin = card["margin"]
+    assert margin["n"] == 8 and margin["verdict"] in ("holds", "partly", "does not hold")
+    assert sorted(p["margin"] for p in margin["prompts"])[3] <= margin["median"]
+    assert (tmp_path / "a" / "margin.png").read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "depth score" in out and "refusal margin: median" in out
     # the same model against itself regresses by exactly 0: passes at 0, fails at any negative allowance
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "0") == 0
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "-0.01") == 1

@@ -96,7 +96,7 @@ def register(sub) -> None:
     p.add_argument("--max-regression", type=float, default=0.05, help="allowed drop in depth score (0..1)")
     audit_defaults = AuditConfig()
     add_fields(p, audit_defaults, ["prefill_ks", "threshold", "repeats", "max_new_tokens", "limit",
-                                   "decoding_prompts", "template"], prefill_ks="--tokens")
+                                   "decoding_prompts", "margin_top", "template"], prefill_ks="--tokens")
     judge_args(p, default="auto")
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true")

@@ -215,3 +215,22 @@ def plot_card_prefill(label: str, points: Sequence, path: str | Path) -> None:
     ys = [_get(p, "asr") for p in points]
     plot_lines({label: (xs, ys, _error_bars(points))}, path, xlabel="prefilled harmful tokens k",
                ylabel="harmful rate", title="Prefilling attack (95% CI)")
+
+
+def plot_margins(margins: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "Refusal margin",
+                 lines: Mapping[str, float] | None = None) -> None:
+    """Refusal margins (nats) per model as sorted-value curves (an empirical quantile function), with
+    horizontal reference ``lines`` (label -> margin, e.g. where a constrained attack comes within reach)."""
+    fig = new_figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for label, values in margins.items():
+        ys = sorted(values)
+        xs = [(i + 0.5) / len(ys) for i in range(len(ys))]
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    for (label, y), color in zip((lines or {}).items(), ("#a3161b", "#15692c", "#777777"), strict=False):
+        ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
+    ax.set_xlabel("share of prompts (sorted by margin)")
+    ax.set_ylabel("refusal margin (nats)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
