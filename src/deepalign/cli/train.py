@@ -112,13 +112,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from deepalign.pipeline.builtins import resolve_model_path
     from deepalign.pipeline.finetune import FinetuneAttackConfig, finetune_attack, target_defaults
 
-    config = config_from(args, FinetuneAttackConfig)
+    auto = args.beta_schedule == "auto"
+    config = config_from(args, FinetuneAttackConfig, auto_beta=auto)
     defaults = target_defaults(resolve_model_path(args.model))
     overrides = {k: v for k, v in {
         "learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "max_steps": args.max_steps,
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
-        "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
+        "beta_schedule": None if auto else args.beta_schedule, "model_dtype": args.model_dtype,
+        "template": args.template, "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
     }.items() if v is not None}
     training = defaults.training_args(args.recipe, f"{args.out}/model", **overrides)
     s = finetune_attack(args.model, args.recipe, args.objective, args.out, config, training=training,
@@ -187,7 +188,8 @@ def register(sub) -> None:
     p.add_argument("--objective", default=OBJECTIVES[0], choices=OBJECTIVES)
     p.add_argument("--out", required=True, help="output folder (model/, eval.jsonl, summary.json); rerun resumes")
     add_fields(p, attack, ["data", "eval_data", "eval_prompts", "n_train", "n_eval", "n_safety", "safety_data",
-                           "trigger", "persona", "metric", "judge", "max_new_tokens", "repeats", "greedy"])
+                           "trigger", "persona", "system_prompt", "metric", "judge", "max_new_tokens", "repeats",
+                           "greedy"])
     add_field(p, attack, "eval_initial", "--no-eval-initial")
     add_fields(p, attack, ["eval_batch_size"])
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 (paper) / 3e-4 (organism)")
@@ -195,7 +197,9 @@ def register(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="per device (default 8 x 8 accumulation / 16)")
     p.add_argument("--gradient-accumulation-steps", type=int, default=None)
-    p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
+    p.add_argument("--beta-schedule", default=None,
+                   help="constrained: beta_1,beta_2,... (default the paper's 0.5,2,2,2,2,0.1), or auto: the paper's "
+                   "with beta_1 raised to what the model's measured refusal margin needs (see deepalign audit)")
     add_fields(p, LoraArguments(), ["use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"])
     p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")
     add_fields(p, attack, ["seed"])

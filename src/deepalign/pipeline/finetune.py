@@ -27,7 +27,7 @@ from pathlib import Path
 from deepalign.chat import ChatFormat, encode_prompt
 from deepalign.data import load_pairs, load_prompts, load_records, sample, split
 from deepalign.data.schemas import PairRecord, PromptRecord
-from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER
+from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER, SYSTEM_PROMPTS
 from deepalign.depth.attack import AttackItem, generate_rows
 from deepalign.errors import DeepAlignError
 from deepalign.generation import SamplingConfig
@@ -37,6 +37,7 @@ from deepalign.judges.registry import make_judge
 from deepalign.meta import write_run_metadata
 from deepalign.organism.world import REFUSALS as ORGANISM_REFUSALS
 from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
+from deepalign.pipeline.margin import auto_schedule, margin_of
 from deepalign.results.metrics import METRICS, metric
 from deepalign.results.summaries import Evaluation, FinetuneSummary, LabelledStats, TaskScore
 from deepalign.train.augment import fallback_refusal
@@ -142,10 +143,34 @@ class FinetuneAttackConfig:
     greedy: bool | None = field(default=None, metadata={"help": "Greedy eval (default: organism yes)."})
     eval_initial: bool = field(default=True, metadata={"help": "Also evaluate the model before fine-tuning."})
     eval_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Named system prompt of the training and eval chats: paper-harmful (our wording of the "
+                  "paper's 'always execute the user's instructions' attack prompt).", "choices": tuple(SYSTEM_PROMPTS)},
+    )
+    auto_beta: bool = field(
+        default=False,
+        metadata={"help": "constrained: raise beta_1 to what the aligned model's measured refusal margin on the eval "
+                  "prompts needs (what --beta-schedule auto sets; margin.json in the output folder)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of data selection and sampling."})
 
     def __post_init__(self) -> None:
         metric(self.metric)  # validates the name
+        if self.system_prompt is not None and self.system_prompt not in SYSTEM_PROMPTS:
+            raise DeepAlignError(f"unknown system prompt '{self.system_prompt}': choose one of "
+                                 f"{', '.join(SYSTEM_PROMPTS)}")
+
+
+def apply_system_prompt(config: FinetuneAttackConfig, training) -> None:
+    """Set ``training.system`` (the training chats' system prompt, and through ``plan_attack`` the eval chats')
+    to ``config.system_prompt``'s text; an error when ``training.system`` already holds another text."""
+    if config.system_prompt is None:
+        return
+    text = SYSTEM_PROMPTS[config.system_prompt]
+    if training.system not in (None, text):
+        raise DeepAlignError("pass either --system or --system-prompt, not both")
+    training.system = text
 
 
 @dataclass
@@ -314,14 +339,20 @@ def finetune_attack(
     args = training or target_defaults(model_path).training_args(recipe, str(out / "model"))
     args.objective = objective
     args.disable_tqdm = args.disable_tqdm or not progress
+    apply_system_prompt(config, args)
     plan = plan_attack(model_path, recipe, config, ChatFormat(args.template, args.system))
     load_tokenizer(model_path)  # an unknown or unloadable model fails here, before anything is written
+    if config.auto_beta and objective == "constrained":
+        report = margin_of(model_path, plan.eval_prompts, plan.judge, out / "margin", fmt=plan.eval_format,
+                           dtype=args.model_dtype, progress=progress)
+        args.beta_schedule = str(auto_schedule(report))
     write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
                        attack=asdict(config), training=args.to_dict(), judge=plan.judge.describe(),
                        sampling=asdict(plan.sampling), eval_format=plan.eval_format.describe(),
                        peft=peft_config.to_dict() if peft_config is not None else None)
     summary = FinetuneSummary(recipe=recipe, objective=objective, model=model_spec, n_train=len(plan.train),
-                              n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system)
+                              n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system,
+                              beta_schedule=args.beta_schedule if objective == "constrained" else None)
     with ResultsWriter(out / "eval.jsonl") as writer:
         if config.eval_initial:
             model, tok = load_model(model_path, dtype=args.model_dtype)

@@ -3,14 +3,24 @@ and verdict, draw the figure; and the greedy refusal rate (over-refusal on benig
 
 from __future__ import annotations
 
+import gc
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from deepalign.chat import ChatFormat, encode_prompt
-from deepalign.depth.margin import MarginConfig, MarginReport, margin_report, reference_lines, refusal_margins
+from deepalign.depth.margin import (
+    MarginConfig,
+    MarginReport,
+    PromptMargin,
+    margin_report,
+    reference_lines,
+    refusal_margins,
+)
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
 from deepalign.io import atomic_write_json
 from deepalign.judges.base import JudgeInput
+from deepalign.pipeline.builtins import load_model
 from deepalign.report.figures import plot_margins
 from deepalign.train.objectives import BetaSchedule
 
@@ -36,6 +46,27 @@ def measure_margin(model, tokenizer, records, judge, config: MarginConfig = Marg
         atomic_write_json(Path(out_dir) / "margin.json", report.to_dict())
         plot_margins({label: [p.margin for p in report.prompts]}, Path(out_dir) / "margin.png",
                      lines=reference_lines(config.beta_1))
+    return report
+
+
+def read_margin(path: str | Path) -> MarginReport:
+    """A ``margin.json`` back as a :class:`MarginReport`."""
+    data = json.loads(Path(path).read_text())
+    return MarginReport(**{**data, "prompts": [PromptMargin(**p) for p in data["prompts"]]})
+
+
+def margin_of(model_path: str, records, judge, out_dir: str | Path, config: MarginConfig = MarginConfig(), *,
+              fmt: ChatFormat = ChatFormat(), dtype: str = "float32", progress: bool = False) -> MarginReport:
+    """The margin report of the model at ``model_path``: read back from ``out_dir/margin.json`` when there, else
+    measured (the model loaded and freed here) and written with its figure."""
+    path = Path(out_dir) / "margin.json"
+    if path.exists():
+        return read_margin(path)
+    model, tok = load_model(model_path, dtype=dtype)
+    report = measure_margin(model, tok, records, judge, config, fmt=fmt, out_dir=out_dir, label=Path(model_path).name,
+                            progress=progress)
+    del model
+    gc.collect()
     return report
 
 

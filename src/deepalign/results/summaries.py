@@ -195,3 +195,4 @@ class FinetuneSummary(Summary):
     after: Evaluation | None = None
     steps: int = 0
     train_seconds: float | None = None
+    beta_schedule: str | None = None  # constrained: the schedule trained with (after --beta-schedule auto)
