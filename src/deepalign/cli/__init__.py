@@ -18,14 +18,14 @@ from deepalign.meta import command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deepalign.cli import data, depth, run, train
+    from deepalign.cli import align, data, depth, run, train
 
     parser = argparse.ArgumentParser(
         prog="deepalign", description="Measure, deepen and protect the depth of a model's safety alignment."
     )
     parser.add_argument("--version", action="version", version=f"deepalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for area in (depth, data, train, run):
+    for area in (depth, data, train, align, run):
         area.register(sub)
     return parser
 
