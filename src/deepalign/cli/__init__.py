@@ -57,7 +57,10 @@ def _show_library_messages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``: its arguments, default the process's); ``meta.json`` files record the
     process's command line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None) and getattr(args, "reparse", None):  # a preset's values become defaults
+        args = args.reparse(parser, argv, args)
     _show_library_messages()
     if getattr(args, "no_progress", False):
         from transformers.utils import logging as hf_logging

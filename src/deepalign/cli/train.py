@@ -142,10 +142,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset_reparser(train_parser: argparse.ArgumentParser):
+    """``(parser, argv) -> args`` parsed again with ``--preset``'s values as the train command's defaults."""
+    def reparse(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace):
+        from deepalign.train.recipes import preset
+
+        train_parser.set_defaults(**preset(args.preset).values)
+        return parser.parse_args(argv)
+
+    return reparse
+
+
 def register(sub) -> None:
     from deepalign.pipeline.finetune import FinetuneAttackConfig
     from deepalign.train.config import OBJECTIVES
-    from deepalign.train.recipes import RECIPES
+    from deepalign.train.recipes import PRESETS, RECIPES
 
     augment = AugmentConfig()
     p = sub.add_parser("augment", help="make triplets from prompts and/or preview safety-recovery examples")
@@ -178,8 +189,11 @@ def register(sub) -> None:
     p.add_argument("--kind", default="auto", choices=KINDS, help="record kind of --data (default: detect)")
     p.add_argument("--anchors", default=None, help="utility anchor pairs (prompt, response) mixed with triplets")
     p.add_argument("--out", required=True, help="output folder: model or adapter, training_log.jsonl, meta.json")
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="named recipe whose values become the defaults (options given here still win): "
+                   + "; ".join(f"{x.name}: {x.description}" for x in PRESETS.values()))
     p.add_argument("--no-progress", action="store_true", help="hide progress bars and log lines")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, reparse=_preset_reparser(p))
 
     attack = FinetuneAttackConfig()
     p = sub.add_parser("finetune", help="run a fine-tuning attack (SFT or constrained) and measure ASR")
