@@ -201,6 +201,10 @@ def dpo_align(model_path: str, harmful: Sequence[PairRecord], benign: Sequence[P
                       task_type="CAUSAL_LM")
     start = time.perf_counter()
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft)
+    if not progress:  # library code prints nothing: the log is in training_log.jsonl
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.save_model(str(adapter))
     log = [dict(r) for r in trainer.state.log_history]
