@@ -24,8 +24,8 @@ def margin_section(summaries: Summaries, run: Path) -> Section | None:
         curves[label] = [p["margin"] for rep in reports for p in rep["prompts"]]
         refusal = rate_of([r[label]["refusal"] for r in runs], "n_refused")
         over = rate_of([r[label]["over_refusal"] for r in runs], "n_refused")
-        rows.append([label, " / ".join(f"{rep['median']:.1f}" for rep in reports),
-                     " / ".join(f"{rep['quantiles']['q10']:.1f}" for rep in reports),
+        rows.append([label, " / ".join(f"{rep['median'] + 0.0:.1f}" for rep in reports),  # + 0.0: no "-0.0"
+                     " / ".join(f"{rep['quantiles']['q10'] + 0.0:.1f}" for rep in reports),
                      ", ".join(rep["verdict"] for rep in reports),
                      ", ".join(f"{rep['auto_beta_1']:g}" for rep in reports),
                      str(refusal), str(over)])
@@ -48,5 +48,5 @@ def stage_times_section(summaries: Summaries) -> Section:
     rows = [[name, *(f"{summaries[s][name]['seconds']:.0f} s" if name in summaries[s] and "seconds" in
                      summaries[s][name] else "-" for s in summaries)] for name in stages]
     total = [f"{sum(v.get('seconds', 0.0) for v in summaries[s].values()) / 60:.1f} min" for s in summaries]
-    return Section("Stage times", "Wall-clock time of each stage (the machine and its load are in meta.json).",
+    return Section("Stage times", "Wall-clock time of each stage, on whatever else the machine was running.",
                    (["stage", *(f"seed {s}" for s in summaries)], [*rows, ["total", *total]]))
