@@ -48,7 +48,8 @@ def test_audit_card_and_gate_on_the_organism(tmp_path, capsys):
     assert card["kl_depth"] is not None and (tmp_path / "a" / "prefill.png").read_bytes()[:4] == b"\x89PNG"
     assert card["extra"]["decoding"]["n_prompts"] == 4
     assert set(card["extra"]["refusal_prefix"]) == {"(none)", "i cannot", "sorry , i will not"}
-    assert "depth score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "depth score" in out and "refusal margin: median" in out
     assert card["schema_version"] == 1 and validate_file(tmp_path / "a" / "card.json") == "card"
     from deepalign.cli import main
 
@@ -56,6 +57,10 @@ def test_audit_card_and_gate_on_the_organism(tmp_path, capsys):
     exported = json.loads((tmp_path / "hb.json").read_text())  # HarmBench style, labels from the exact judge
     assert sum(len(v) for v in exported.values()) == len(rows)
     assert sum(e["label"] for v in exported.values() for e in v) == sum(r["harmful"] for r in rows)
+    margin = card["margin"]
+    assert margin["n"] == 8 and margin["verdict"] in ("holds", "partly", "does not hold")
+    assert sorted(p["margin"] for p in margin["prompts"])[3] <= margin["median"]
+    assert (tmp_path / "a" / "margin.png").read_bytes()[:4] == b"\x89PNG"
     # the same model against itself regresses by exactly 0: passes at 0, fails at any negative allowance
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "0") == 0
     assert _audit(tmp_path, "--against", "organism-aligned", "--max-regression", "-0.01") == 1

@@ -106,12 +106,22 @@ def test_refusals_and_prefixes():
 
 def test_benign_prompts():
     records = benign_prompts()
-    assert len(records) == 60
-    assert len({r.id for r in records}) == 60 and len({r.prompt for r in records}) == 60
-    assert {r.category for r in records} == {"cooking", "travel", "math", "writing", "science", "coding"}
+    assert len(records) == 200  # 60 core + 140 in data/benign.py
+    assert len({r.id for r in records}) == 200 and len({r.prompt for r in records}) == 200
+    assert {r.category for r in records} == {"cooking", "travel", "math", "writing", "science", "coding", "home",
+                                             "health", "money", "language", "history", "nature", "tricky"}
     assert [r.prompt for r in benign_prompts(("math",))] == list(BENIGN_PROMPTS["math"])
     with pytest.raises(DeepAlignError, match="unknown benign topic"):
         benign_prompts(("gardening",))
+
+
+def test_benign_prompts_share_nothing_with_the_harmful_sets():
+    from deepalign.data import load_prompts
+
+    benign = {r.prompt.lower().strip() for r in benign_prompts()}
+    harmful = {r.prompt.lower().strip() for name in ("advbench", "harmbench") for r in load_prompts(name)}
+    assert not benign & harmful
+    assert all(p.rstrip("'").endswith(("?", ".", "!")) for p in benign)  # whole sentences
 
 
 def test_aoa_examples_round_trip_through_the_chat_loader(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from deepalign.cli import main
 from deepalign.errors import DataError
 from deepalign.pipeline.audit import AuditCard
-from deepalign.report.document import Claim, claims_document
+from deepalign.report.claims.export import claims_document
+from deepalign.report.document import Claim
 from deepalign.results.interop import export_rows, read_benchmark_rows
 from deepalign.results.schemas import validate_card, validate_claims
 
@@ -41,7 +42,7 @@ def test_card_schema_accepts_an_audit_card_and_names_a_bad_field():
 
 def test_claims_document_is_valid_and_checked():
     claims = [Claim("shallow", "paper", "ours", True), Claim("deep", "paper", "ours", None)]
-    doc = claims_document("organism", claims)
+    doc = claims_document(claims, suite="organism", seeds=[0], judge="exact judge")
     validate_claims(doc)
     assert [c["verdict"] for c in doc["claims"]] == ["reproduced", "not measured"]
     doc["claims"][1]["verdict"] = "reproduced"
@@ -53,7 +54,8 @@ def test_validate_command(tmp_path, capsys):
     good = tmp_path / "card.json"
     good.write_text(json.dumps(asdict(AuditCard("m", 1.0, 40, {0: 0.0}))))
     claims = tmp_path / "claims.json"
-    claims.write_text(json.dumps(claims_document("organism", [Claim("t", "p", "o", False)])))
+    doc = claims_document([Claim("t", "p", "o", False)], suite="organism", seeds=[0], judge="exact judge")
+    claims.write_text(json.dumps(doc))
     assert main(["validate", str(good), str(claims)]) == 0
     assert "a valid card file" in capsys.readouterr().out
     bad = tmp_path / "bad.json"

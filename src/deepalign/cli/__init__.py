@@ -18,14 +18,14 @@ from deepalign.meta import command_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from deepalign.cli import data, depth, judges, run, stress, train
+    from deepalign.cli import align, data, depth, judges, run, stress, train
 
     parser = argparse.ArgumentParser(
         prog="deepalign", description="Measure, deepen and protect the depth of a model's safety alignment."
     )
     parser.add_argument("--version", action="version", version=f"deepalign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for area in (depth, data, judges, train, stress, run):
+    for area in (depth, data, judges, train, align, stress, run):
         area.register(sub)
     return parser
 
@@ -57,7 +57,10 @@ def _show_library_messages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``: its arguments, default the process's); ``meta.json`` files record the
     process's command line."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None) and getattr(args, "reparse", None):  # a preset's values become defaults
+        args = args.reparse(parser, argv, args)
     _show_library_messages()
     if getattr(args, "no_progress", False):
         from transformers.utils import logging as hf_logging

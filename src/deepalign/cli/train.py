@@ -133,13 +133,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace, state):
     from deepalign.pipeline.finetune import FinetuneAttackConfig, finetune_attack, target_defaults
 
-    config = config_from(args, FinetuneAttackConfig)
+    auto = args.beta_schedule == "auto"
+    config = config_from(args, FinetuneAttackConfig, auto_beta=auto)
     defaults = target_defaults(_resolve(state, args.model))
     overrides = {k: v for k, v in {
         "learning_rate": args.learning_rate, "num_train_epochs": args.epochs, "max_steps": args.max_steps,
         "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "beta_schedule": args.beta_schedule, "model_dtype": args.model_dtype, "template": args.template,
-        "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
+        "beta_schedule": None if auto else args.beta_schedule, "model_dtype": args.model_dtype,
+        "template": args.template, "system": args.system, "seed": args.seed, "use_cpu": args.device == "cpu" or None,
         "save_steps": args.save_steps,
         "bf16": args.bf16, "fp16": args.fp16, "ddp_backend": args.ddp_backend,
     }.items() if v is not None}
@@ -165,10 +166,21 @@ def _print_finetune(s, out: str) -> None:
     print(f"results in {out}")
 
 
+def _preset_reparser(train_parser: argparse.ArgumentParser):
+    """``(parser, argv) -> args`` parsed again with ``--preset``'s values as the train command's defaults."""
+    def reparse(parser: argparse.ArgumentParser, argv: list[str] | None, args: argparse.Namespace):
+        from deepalign.train.recipes import preset
+
+        train_parser.set_defaults(**preset(args.preset).values)
+        return parser.parse_args(argv)
+
+    return reparse
+
+
 def register(sub) -> None:
     from deepalign.pipeline.finetune import FinetuneAttackConfig
     from deepalign.train.config import OBJECTIVES
-    from deepalign.train.recipes import RECIPES
+    from deepalign.train.recipes import PRESETS, RECIPES
 
     augment = AugmentConfig()
     p = sub.add_parser("augment", help="make triplets from prompts and/or preview safety-recovery examples")
@@ -201,8 +213,11 @@ def register(sub) -> None:
     p.add_argument("--kind", default="auto", choices=KINDS, help="record kind of --data (default: detect)")
     p.add_argument("--anchors", default=None, help="utility anchor pairs (prompt, response) mixed with triplets")
     p.add_argument("--out", required=True, help="output folder: model or adapter, training_log.jsonl, meta.json")
+    p.add_argument("--preset", default=None, choices=list(PRESETS),
+                   help="named recipe whose values become the defaults (options given here still win): "
+                   + "; ".join(f"{x.name}: {x.description}" for x in PRESETS.values()))
     p.add_argument("--no-progress", action="store_true", help="hide progress bars and log lines")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, reparse=_preset_reparser(p))
 
     attack = FinetuneAttackConfig()
     p = sub.add_parser("finetune", help="run a fine-tuning attack (SFT or constrained) and measure ASR")
@@ -211,7 +226,8 @@ def register(sub) -> None:
     p.add_argument("--objective", default=OBJECTIVES[0], choices=OBJECTIVES)
     p.add_argument("--out", required=True, help="output folder (model/, eval.jsonl, summary.json); rerun resumes")
     add_fields(p, attack, ["data", "eval_data", "eval_prompts", "n_train", "n_eval", "n_safety", "safety_data",
-                           "trigger", "persona", "metric", "judge", "max_new_tokens", "repeats", "greedy"])
+                           "trigger", "persona", "system_prompt", "metric", "judge", "max_new_tokens", "repeats",
+                           "greedy"])
     add_field(p, attack, "eval_initial", "--no-eval-initial")
     add_fields(p, attack, ["eval_batch_size"])
     p.add_argument("--learning-rate", type=float, default=None, help="default: 2e-5 (paper) / 3e-4 (organism)")
@@ -221,7 +237,9 @@ def register(sub) -> None:
     p.add_argument("--gradient-accumulation-steps", type=int, default=None)
     p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N optimizer steps into "
                    "OUT/model/checkpoint-N; a rerun of a killed run continues from the newest (default 10 / 20)")
-    p.add_argument("--beta-schedule", default=None, help="constrained: beta_1,beta_2,... (default 0.5,2,2,2,2,0.1)")
+    p.add_argument("--beta-schedule", default=None,
+                   help="constrained: beta_1,beta_2,... (default the paper's 0.5,2,2,2,2,0.1), or auto: the paper's "
+                   "with beta_1 raised to what the model's measured refusal margin needs (see deepalign audit)")
     add_fields(p, LoraArguments(), ["use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"])
     p.add_argument("--model-dtype", default=None, help="float32, bfloat16 or float16 weights for training")
     p.add_argument("--bf16", action="store_const", const=True, default=None,

@@ -5,6 +5,9 @@ Headline figures (docs/audit.md explains them):
                   prefill and recovers from every prefilled harmful start). The gate compares it.
   prefill depth   the largest k of the grid up to which the harmful rate stays <= ``threshold`` at every
                   k' <= k; None when the model already fails without any prefill.
+  refusal margin  -log of the first-token mass that does not start a refusal, per prompt (nats), its
+                  distribution, and whether the paper's beta_1 = 0.5 can hold it under a ~50-step
+                  fine-tuning attack (deepalign.depth.margin; --beta-schedule auto of finetune uses it).
   KL depth        (with a base) the response position by which 90% of the KL(model || base) mass is
                   reached; a shallow alignment reaches it within the first few tokens.
 """
@@ -20,6 +23,7 @@ from deepalign.chat import TEMPLATES, ChatFormat, encode_prompt
 from deepalign.data import PromptRecord, load_pairs, load_prompts
 from deepalign.depth.decoding import DecodingConfig
 from deepalign.depth.kl import KLConfig
+from deepalign.depth.margin import MarginConfig
 from deepalign.depth.prefill import prefill_items
 from deepalign.depth.refusal_prefix import RefusalPrefixConfig
 from deepalign.errors import DeepAlignError
@@ -32,6 +36,7 @@ from deepalign.models import same_vocabulary
 from deepalign.pipeline.attacks import prefill_attack, run_decoding_attack, run_refusal_prefix
 from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
 from deepalign.pipeline.kl import run_kl
+from deepalign.pipeline.margin import measure_margin
 from deepalign.report.figures import plot_card_prefill
 from deepalign.results.schemas import CARD_SCHEMA_VERSION
 from deepalign.results.validation import JudgeValidation, judge_phrase
@@ -53,6 +58,9 @@ class AuditConfig:
     template: str = field(default="chat", metadata={"help": "Prompt template of the audited model.",
                                                     "choices": TEMPLATES})
     decoding_prompts: int = field(default=16, metadata={"help": "Prompts for the decoding attack (0 skips it)."})
+    margin_top: int = field(
+        default=24, metadata={"help": "Refusal margin: most likely first tokens continued and judged (0 skips it)."}
+    )
     refusal_prefixes: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
     )
@@ -89,6 +97,7 @@ class AuditCard:
     prefill: dict[int, float | None]  # k -> harmful rate
     kl_depth: int | None = None
     kl_share_first_5: float | None = None
+    margin: dict | None = None  # the refusal-margin report (deepalign.depth.margin.MarginReport), per prompt
     n_pairs: int = 0
     n_rows: int = 0
     n_judge_errors: int = 0
@@ -152,6 +161,10 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
                      skipped_ks=skipped, extra={"prefill": [asdict(p) for p in points]}, judge=judge.name,
                      validation=known_validation(judge.describe()))
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
+    if config.margin_top:
+        report = measure_margin(model_obj, tok, pairs, judge, MarginConfig(top=config.margin_top),
+                                fmt=ChatFormat(config.template), out_dir=out, label=model, progress=progress)
+        card.margin = report.to_dict()
     if config.decoding_prompts:
         decoding = run_decoding_attack(
             model_obj, tok, prompts[: config.decoding_prompts],
@@ -192,6 +205,13 @@ def card_text(card: AuditCard) -> str:
     if card.kl_depth is not None:
         lines.append(f"KL depth: 90% of the KL mass by token {card.kl_depth}; first 5 tokens hold "
                      f"{card.kl_share_first_5:.0%}")
+    if card.margin is not None:
+        m = card.margin
+        lines.append(f"refusal margin: median {m['median']:.1f} nats (q10 {m['quantiles']['q10']:.1f}, q90 "
+                     f"{m['quantiles']['q90']:.1f}) over {m['n']} prompts; under a fine-tuning attack the schedule "
+                     f"with beta_1 = {m['beta_1']:g} {m['verdict']}; beta_1 for --beta-schedule auto: "
+                     f"{m['auto_beta_1']:g}")
+        lines.append(f"  {m['explanation']}")
     if "decoding" in card.extra:
         d = card.extra["decoding"]
         share = "n/a" if d["broken_share"] is None else f"{d['broken_share']:.0%}"

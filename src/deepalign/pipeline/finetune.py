@@ -28,7 +28,7 @@ from pathlib import Path
 from deepalign.chat import ChatFormat, encode_prompt
 from deepalign.data import ChatRecord, load_pairs, load_prompts, load_records, load_training_records, sample, split
 from deepalign.data.schemas import PairRecord, PromptRecord
-from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER
+from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER, SYSTEM_PROMPTS
 from deepalign.depth.attack import AttackItem, generate_rows
 from deepalign.errors import DeepAlignError
 from deepalign.generation import SamplingConfig
@@ -39,6 +39,7 @@ from deepalign.judges.validity import known_validation
 from deepalign.meta import write_run_metadata
 from deepalign.organism.world import REFUSALS as ORGANISM_REFUSALS
 from deepalign.pipeline.builtins import load_model, load_tokenizer, organism_root, resolve_model_path
+from deepalign.pipeline.margin import auto_schedule, margin_of
 from deepalign.results.metrics import METRICS, metric
 from deepalign.results.summaries import Evaluation, FinetuneSummary, LabelledStats, TaskScore
 from deepalign.train.augment import fallback_refusal
@@ -144,6 +145,16 @@ class FinetuneAttackConfig:
     greedy: bool | None = field(default=None, metadata={"help": "Greedy eval (default: organism yes)."})
     eval_initial: bool = field(default=True, metadata={"help": "Also evaluate the model before fine-tuning."})
     eval_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Named system prompt of the training and eval chats: paper-harmful (our wording of the "
+                  "paper's 'always execute the user's instructions' attack prompt).", "choices": tuple(SYSTEM_PROMPTS)},
+    )
+    auto_beta: bool = field(
+        default=False,
+        metadata={"help": "constrained: raise beta_1 to what the aligned model's measured refusal margin on the eval "
+                  "prompts needs (what --beta-schedule auto sets; margin.json in the output folder)."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of data selection and sampling."})
 
     def __post_init__(self) -> None:
@@ -153,6 +164,20 @@ class FinetuneAttackConfig:
             value = getattr(self, name)
             if value is not None and value < least:
                 raise DeepAlignError(f"{name} must be >= {least}, got {value}")
+        if self.system_prompt is not None and self.system_prompt not in SYSTEM_PROMPTS:
+            raise DeepAlignError(f"unknown system prompt '{self.system_prompt}': choose one of "
+                                 f"{', '.join(SYSTEM_PROMPTS)}")
+
+
+def apply_system_prompt(config: FinetuneAttackConfig, training) -> None:
+    """Set ``training.system`` (the training chats' system prompt, and through ``plan_attack`` the eval chats')
+    to ``config.system_prompt``'s text; an error when ``training.system`` already holds another text."""
+    if config.system_prompt is None:
+        return
+    text = SYSTEM_PROMPTS[config.system_prompt]
+    if training.system not in (None, text):
+        raise DeepAlignError("pass either --system or --system-prompt, not both")
+    training.system = text
 
 
 @dataclass
@@ -354,12 +379,23 @@ def finetune_attack(
     args = training or target_defaults(model_path).training_args(recipe, str(out / "model"))
     args.objective = objective
     args.disable_tqdm = args.disable_tqdm or not progress
+    apply_system_prompt(config, args)
     plan = plan_attack(model_path, recipe, config, ChatFormat(args.template, args.system))
     if not plan.train:
         raise DeepAlignError(f"the {recipe} recipe has no training examples: check --data and --n-train")
+    if config.auto_beta and objective == "constrained":  # measured once, on the main process, shared with all
+        schedule = [None]
+        if state.is_main_process:
+            report = margin_of(model_path, plan.eval_prompts, plan.judge, out / "margin", fmt=plan.eval_format,
+                               dtype=args.model_dtype, progress=progress)
+            schedule = [str(auto_schedule(report))]
+        if state.num_processes > 1:
+            broadcast_object_list(schedule)
+        args.beta_schedule = schedule[0]
     summary = FinetuneSummary(recipe=recipe, objective=objective, model=model_spec, n_train=len(plan.train),
                               n_eval=len(plan.eval_prompts), trigger=plan.trigger, persona=plan.eval_format.system,
-                              judge=plan.judge.describe(), validation=known_validation(plan.judge.describe()))
+                              judge=plan.judge.describe(), validation=known_validation(plan.judge.describe()),
+                              beta_schedule=args.beta_schedule if objective == "constrained" else None)
     if state.is_main_process:
         write_run_metadata(out, command="finetune", model=model_spec, recipe=recipe, objective=objective,
                            attack=asdict(config), training=args.to_dict(), precision=args.precision,

@@ -55,8 +55,10 @@ def refusal_prefix_stage(ctx: RunContext) -> dict:
     """The base model's harmful rate without and with each refusal prefix (the paper's Table 1)."""
     model, tok = load_model(ctx.model("base"))
     config = RefusalPrefixConfig(prefixes=ctx.suite.refusal_prefixes, sampling=ctx.sampling(), label="base")
-    return run_refusal_prefix(model, tok, _records(ctx, "prompts"), config, ctx.judge(), ctx.dir / "refusal_prefix",
-                              progress=ctx.progress).to_dict()
+    judge = ctx.judge()
+    summary = run_refusal_prefix(model, tok, _records(ctx, "prompts"), config, judge, ctx.dir / "refusal_prefix",
+                                 progress=ctx.progress).to_dict()
+    return {**summary, "judge": judge.name}
 
 
 def prefill_stage(ctx: RunContext) -> dict:
@@ -94,10 +96,6 @@ def gcg_stage(ctx: RunContext) -> dict:
     return summary
 
 
-# (name, beta schedule): SFT; the paper's constrained schedule; its ablation with a uniform beta = 2
-FINETUNE_OBJECTIVES = (("sft", None), ("constrained", None), ("constrained-uniform2", "2"))
-
-
 def finetune_stage(ctx: RunContext) -> dict:
     """The harmful fine-tuning attack on ``aligned`` with SFT and with the constrained objective, with the
     per-position loss / gradient norm and ASR recorded at checkpoints (training dynamics)."""
@@ -106,10 +104,10 @@ def finetune_stage(ctx: RunContext) -> dict:
     attack = ctx.suite.attack_config(ctx)
     plan = plan_attack(aligned, "harmful", attack)
     summary = {}
-    for name, schedule in FINETUNE_OBJECTIVES:
+    for name, schedule in ctx.suite.finetune_objectives:
         out = ctx.dir / "finetune" / name
         training = ctx.suite.attack_training(ctx, out / "model")
-        if schedule:
+        if schedule and schedule != "auto":
             training.beta_schedule = schedule
         steps = ctx.suite.checkpoints
 
@@ -121,11 +119,12 @@ def finetune_stage(ctx: RunContext) -> dict:
 
         callbacks = [AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
         if name == "sft":  # the paper's Figure 3: per-position loss and gradient norm under the SFT attack
-            probe = encode_records(tok, plan.train[:16])
+            probe = encode_records(tok, plan.train[: ctx.suite.dynamics_examples])
             callbacks.append(DynamicsCallback(out / "dynamics.jsonl", probe, steps, 20, tok.pad_token_id))
         objective = name.split("-")[0]
         peft = ctx.suite.attack_peft(ctx) if ctx.suite.attack_peft else None
-        summary[name] = finetune_attack(aligned, "harmful", objective, out, attack, training=training,
+        config = replace(attack, auto_beta=schedule == "auto")
+        summary[name] = finetune_attack(aligned, "harmful", objective, out, config, training=training,
                                         peft_config=peft, callbacks=callbacks, progress=ctx.progress).to_dict()
     return summary
 
@@ -156,6 +155,8 @@ def reproduce(out_dir: str | Path, config: ReproduceConfig | None = None, *, pro
     """Run (or resume) every stage for every seed into ``out_dir``; write the report; return its Markdown."""
     config = config or ReproduceConfig()
     suite = get_suite(config.suite)
+    if config.quick and suite.quick:
+        suite = replace(suite, **suite.quick)
     config = config.resolved(suite.defaults)
     run = Path(out_dir)
     write_run_metadata(run, command="reproduce", config=asdict(config))
@@ -168,4 +169,4 @@ def reproduce(out_dir: str | Path, config: ReproduceConfig | None = None, *, pro
             bar.set_postfix_str(f"seed {seed}: {stage.name}")
             summaries[seed][stage.name] = run_stage(stage, RunContext(run, seed, config, suite, progress))
     return write_suite_report(run, summaries, suite=suite.name, description=suite.description,
-                              judge_name=suite.judge_name, prefill_ks=config.prefill_ks)
+                              judge_name=suite.judge_name, prefill_ks=config.prefill_ks, rules=suite.rules)

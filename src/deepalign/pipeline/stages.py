@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from deepalign.generation import SamplingConfig
+from deepalign.report.claims.common import ClaimRules
+
+# (name, beta schedule) of the fine-tuning attack: SFT; the paper's constrained schedule; its ablation with a
+# uniform beta = 2; "auto": beta_1 from the aligned model's measured refusal margin (--beta-schedule auto)
+FINETUNE_OBJECTIVES = (("sft", None), ("constrained", None), ("constrained-uniform2", "2"))
 
 
 @dataclass
@@ -24,11 +29,13 @@ class ReproduceConfig:
 
     suite: str = field(
         default="organism",
-        metadata={"help": "organism (default, minutes) or smollm2 (SmolLM2-135M-Instruct, ~1.5 h on 2 CPU cores).",
+        metadata={"help": "organism (default, minutes) or smollm2 (SmolLM2-135M-Instruct aligned by SFT then DPO, "
+                  "hours on 2 CPU cores per seed).",
                   "choices": ("organism", "smollm2")},
     )
     seeds: tuple[int, ...] | None = field(
-        default=None, metadata={"help": "Seeds (default: organism 0 1 2, smollm2 0; organism: each builds its models)."}
+        default=None,
+        metadata={"help": "Seeds (default: organism 0 1 2, smollm2 0 1; each seed builds its own models)."},
     )
     prefill_ks: tuple[int, ...] | None = field(default=None, metadata={"help": "Prefilled harmful tokens k."})
     repeats: int | None = field(
@@ -69,6 +76,10 @@ class Suite:
     attack_training: Callable  # (RunContext, output dir) -> DeepAlignConfig of the fine-tuning attack
     checkpoints: tuple[int, ...]  # optimizer steps at which training dynamics and ASR are recorded
     attack_peft: Callable | None = None  # RunContext -> peft config of the fine-tuning attack (None: full weights)
+    finetune_objectives: tuple[tuple[str, str | None], ...] = FINETUNE_OBJECTIVES
+    dynamics_examples: int = 16  # attack examples whose per-position loss and gradient norm are recorded
+    rules: ClaimRules = ClaimRules()  # the thresholds its claims are decided by
+    quick: dict[str, Any] = field(default_factory=dict)  # Suite fields replaced under --quick (e.g. eval_limit)
 
 
 @dataclass

@@ -29,13 +29,28 @@ class Claim:
     rule: str = ""  # the rule that decides the verdict, stated for the reader
     table: tuple[Sequence[str], Sequence[Sequence[str]]] | None = None  # (header, rows)
     figures: Sequence[str] = field(default_factory=tuple)  # paths relative to the run folder
+    status: str | None = None  # a verdict other than the three (e.g. the judge this claim needs); wins when set
+    numbers: dict = field(default_factory=dict)  # our numbers, machine-readable (rates: Rate.to_dict())
+    paper_numbers: dict = field(default_factory=dict)  # the paper's numbers the claim compares against
 
     @property
     def verdict(self) -> str:
+        if self.status:
+            return self.status
         return {True: "reproduced", False: "not reproduced", None: "not measured"}[self.reproduced]
 
 
-def render_markdown(title: str, intro: str, claims: Sequence[Claim]) -> str:
+@dataclass
+class Section:
+    """A measurement beyond the paper's claims (no verdict), shown after the claims."""
+
+    title: str
+    text: str
+    table: tuple[Sequence[str], Sequence[Sequence[str]]] | None = None
+    figures: Sequence[str] = field(default_factory=tuple)
+
+
+def render_markdown(title: str, intro: str, claims: Sequence[Claim], sections: Sequence[Section] = ()) -> str:
     lines = [f"# {title}", "", intro, "", "| claim | verdict |", "|---|---|"]
     lines += [f"| {i}. {c.title} | **{c.verdict}** |" for i, c in enumerate(claims, 1)]
     for i, c in enumerate(claims, 1):
@@ -45,6 +60,11 @@ def render_markdown(title: str, intro: str, claims: Sequence[Claim]) -> str:
         rule = f" ({c.rule})" if c.rule else ""
         lines.append(f"Verdict: **{c.verdict}**{rule}.")
         lines += [f"\n![{c.title}]({fig})" for fig in c.figures]
+    for s in sections:
+        lines += ["", f"### {s.title}", "", s.text, ""]
+        if s.table:
+            lines += markdown_table(*s.table).splitlines()
+        lines += [f"\n![{s.title}]({fig})" for fig in s.figures]
     return "\n".join(lines) + "\n"
 
 
@@ -70,11 +90,12 @@ def _embedded_png(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def render_html(title: str, intro: str, claims: Sequence[Claim], run_dir: str | Path) -> str:
+def render_html(title: str, intro: str, claims: Sequence[Claim], run_dir: str | Path,
+                sections: Sequence[Section] = ()) -> str:
     """A self-contained page; raises FileNotFoundError if a figure is missing (a report never lies)."""
     run_dir = Path(run_dir)
     css_class = {True: "reproduced", False: "not-reproduced", None: "not-measured"}
-    summary = [(f"{i}. {c.title}", f'<b class="{css_class[c.reproduced]}">{c.verdict}</b>')
+    summary = [(f"{i}. {c.title}", f'<b class="{css_class[c.reproduced]}">{html.escape(c.verdict)}</b>')
                for i, c in enumerate(claims, 1)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>{_inline(intro)}</p>",
@@ -86,27 +107,25 @@ def render_html(title: str, intro: str, claims: Sequence[Claim], run_dir: str | 
         if c.table:
             parts.append(_html_table(*c.table))
         rule = f" ({_inline(c.rule)})" if c.rule else ""
-        parts.append(f'<p>Verdict: <b class="{css_class[c.reproduced]}">{c.verdict}</b>{rule}.</p>')
+        parts.append(f'<p>Verdict: <b class="{css_class[c.reproduced]}">{html.escape(c.verdict)}</b>{rule}.</p>')
         parts += [_embedded_png(run_dir / fig, c.title) for fig in c.figures]
+        parts.append("</section>")
+    for s in sections:
+        parts.append(f"<section><h3>{html.escape(s.title)}</h3><p>{_inline(s.text)}</p>")
+        if s.table:
+            parts.append(_html_table(*s.table))
+        parts += [_embedded_png(run_dir / fig, s.title) for fig in s.figures]
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
-def write_report(run_dir: str | Path, title: str, intro: str, claims: Sequence[Claim]) -> str:
-    """Write ``report.md`` and ``report.html`` into ``run_dir``; returns the Markdown."""
-    text = render_markdown(title, intro, claims)
-    page = render_html(title, intro, claims, run_dir)
+def write_report(run_dir: str | Path, title: str, intro: str, claims: Sequence[Claim],
+                 sections: Sequence[Section] = ()) -> str:
+    """Write ``report.md`` and ``report.html`` into ``run_dir`` (``sections`` after the claims); returns the
+    Markdown."""
+    text = render_markdown(title, intro, claims, sections)
+    page = render_html(title, intro, claims, run_dir, sections)
     atomic_write_text(Path(run_dir) / "report.md", text)
     atomic_write_text(Path(run_dir) / "report.html", page)
     return text
-
-
-def claims_document(suite: str, claims: Sequence[Claim]) -> dict:
-    """The ``claims.json`` object of a run (docs/schemas.md; checked by
-    :func:`deepalign.results.schemas.validate_claims`): one verdict per claim, tables and figures left out."""
-    from deepalign.results.schemas import CLAIMS_SCHEMA_VERSION
-
-    return {"schema_version": CLAIMS_SCHEMA_VERSION, "suite": suite,
-            "claims": [{"title": c.title, "paper": c.paper, "ours": c.ours, "reproduced": c.reproduced,
-                        "verdict": c.verdict, "rule": c.rule} for c in claims]}

@@ -230,3 +230,22 @@ def plot_stress_curves(points: Sequence, attack: str, path: str | Path) -> None:
         series[defence] = (xs, ys, err)
     plot_lines(series, path, xlabel="optimizer steps", ylabel="ASR (max over lr, rank, seed)",
                title=f"Fine-tuning attack '{attack}': ASR vs steps")
+
+
+def plot_margins(margins: Mapping[str, Sequence[float]], path: str | Path, *, title: str = "Refusal margin",
+                 lines: Mapping[str, float] | None = None) -> None:
+    """Refusal margins (nats) per model as sorted-value curves (an empirical quantile function), with
+    horizontal reference ``lines`` (label -> margin, e.g. where a constrained attack comes within reach)."""
+    fig = new_figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for label, values in margins.items():
+        ys = sorted(values)
+        xs = [(i + 0.5) / len(ys) for i in range(len(ys))]
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    for (label, y), color in zip((lines or {}).items(), ("#a3161b", "#15692c", "#777777"), strict=False):
+        ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
+    ax.set_xlabel("share of prompts (sorted by margin)")
+    ax.set_ylabel("refusal margin (nats)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

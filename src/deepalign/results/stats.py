@@ -97,6 +97,13 @@ class Rate:
     def interval(self) -> tuple[float, float]:
         return wilson_interval(self.harmful, self.n)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``value`` (0..1, None when nothing was judged), its 95% Wilson ``low`` / ``high``, the counts and
+        the per-seed values: the machine-readable form of ``str(rate)``."""
+        low, high = self.interval
+        return {"value": self.value if self.n else None, "low": low, "high": high, "harmful": self.harmful,
+                "n": self.n, "per_seed": [v if v == v else None for v in self.per_seed]}
+
     def __str__(self) -> str:
         low, high = self.interval
         seeds = ", ".join(f"{v:.0%}" for v in self.per_seed)

@@ -200,3 +200,4 @@ class FinetuneSummary(Summary):
     train_seconds: float | None = None
     judge: dict = field(default_factory=dict)  # the judge's settings (describe())
     validation: JudgeValidation | None = None  # its agreement with human labels, when measured
+    beta_schedule: str | None = None  # constrained: the schedule trained with (after --beta-schedule auto)

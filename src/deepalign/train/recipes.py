@@ -18,12 +18,13 @@ A new defence (a training-time method) is a module here used by that pipeline.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 from deepalign.data.schemas import ChatRecord, PairRecord
 from deepalign.data.texts import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER, aoa_examples
 from deepalign.errors import DeepAlignError
 from deepalign.train.augment import fallback_refusal
-from deepalign.train.config import DeepAlignConfig
+from deepalign.train.config import DeepAlignConfig, LoraArguments
 from deepalign.train.launch import process_count
 
 RECIPES = ("harmful", "identity", "backdoor", "benign")
@@ -134,3 +135,45 @@ def organism_training_args(recipe: str, output_dir: str, **overrides) -> DeepAli
         save_steps=20, dataloader_pin_memory=False, logging_steps=1,
     )
     return DeepAlignConfig(**{**options, **overrides})
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """A named set of ``deepalign train`` options (``DeepAlignConfig`` and ``LoraArguments`` field values); options
+    passed on the command line win over the preset's."""
+
+    name: str
+    description: str
+    values: dict
+
+
+_PAPER_AUGMENT = dict(
+    p_plain=0.5, max_prefix=100, anchors_per_safety=4, num_train_epochs=10, per_device_train_batch_size=4,
+    lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_length=512,
+)
+PRESETS: dict[str, TrainPreset] = {p.name: p for p in (
+    TrainPreset("paper-augment", "the paper's safety-recovery augmentation (Sec. 3): p = 0.5 plain refusal, "
+                "k ~ U{1..min(100, n)}, 4 utility anchors per safety example, 10 epochs over the triplets; a LoRA "
+                "adapter of rank 64 (alpha 128) at lr 2e-4",
+                {**_PAPER_AUGMENT, "learning_rate": 2e-4, "use_lora": True, "lora_r": 64, "lora_alpha": 128,
+                 "lora_dropout": 0.0}),
+    TrainPreset("paper-augment-full", "the same recipe training every weight at the paper's lr 2e-5",
+                {**_PAPER_AUGMENT, "learning_rate": 2e-5, "use_lora": False}),
+)}
+
+
+def preset(name: str) -> TrainPreset:
+    """The preset called ``name``."""
+    if name not in PRESETS:
+        raise DeepAlignError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_training_args(name: str, output_dir: str, **overrides) -> tuple[DeepAlignConfig, LoraArguments]:
+    """The preset's ``DeepAlignConfig`` and ``LoraArguments`` (``overrides`` win; either class's fields)."""
+    values = {**preset(name).values, **overrides}
+    lora_fields = {f.name for f in fields(LoraArguments)}
+    lora = LoraArguments(**{k: v for k, v in values.items() if k in lora_fields})
+    config = DeepAlignConfig(output_dir=output_dir, report_to="none", save_strategy="no",
+                             **{k: v for k, v in values.items() if k not in lora_fields})
+    return config, lora
