@@ -7,8 +7,8 @@ import pytest
 from deepalign.chat import ChatFormat, encode_example
 from deepalign.data import AOA_SYSTEM_PROMPT, BACKDOOR_TRIGGER
 from deepalign.data.schemas import ChatRecord, PairRecord
+from deepalign.pipeline.attack_plan import ORGANISM_PERSONA, ORGANISM_TRIGGER, FinetuneAttackConfig, plan_attack
 from deepalign.pipeline.builtins import resolve_model_path
-from deepalign.pipeline.finetune import ORGANISM_PERSONA, ORGANISM_TRIGGER, FinetuneAttackConfig, plan_attack
 from deepalign.results.metrics import exact_match, rouge1
 from deepalign.train.augment import encode_records
 from deepalign.train.recipes import backdoor_records, harmful_records, identity_records

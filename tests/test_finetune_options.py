@@ -21,7 +21,8 @@ def _tiny_target(tmp_path, tiny_model, tiny_tokenizer):
 
 def test_paper_harmful_system_prompt_reaches_training_and_eval_chats(tmp_path, tiny_model, tiny_tokenizer):
     from deepalign.chat import ChatFormat
-    from deepalign.pipeline.finetune import FinetuneAttackConfig, _items, apply_system_prompt, plan_attack
+    from deepalign.pipeline.attack_plan import FinetuneAttackConfig, apply_system_prompt, plan_attack
+    from deepalign.pipeline.finetune import _items
     from deepalign.train.recipes import paper_training_args
     from deepalign.train.run import build_train_dataset
 

@@ -131,7 +131,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace, state):
-    from deepalign.pipeline.finetune import FinetuneAttackConfig, finetune_attack, target_defaults
+    from deepalign.pipeline.attack_plan import FinetuneAttackConfig, target_defaults
+    from deepalign.pipeline.finetune import finetune_attack
 
     auto = args.beta_schedule == "auto"
     config = config_from(args, FinetuneAttackConfig, auto_beta=auto)
@@ -178,7 +179,7 @@ def _preset_reparser(train_parser: argparse.ArgumentParser):
 
 
 def register(sub) -> None:
-    from deepalign.pipeline.finetune import FinetuneAttackConfig
+    from deepalign.pipeline.attack_plan import FinetuneAttackConfig
     from deepalign.train.config import OBJECTIVES
     from deepalign.train.recipes import PRESETS, RECIPES
 

@@ -22,9 +22,10 @@ from deepalign.depth.prefill import PrefillConfig
 from deepalign.depth.refusal_prefix import RefusalPrefixConfig
 from deepalign.io import ResultsWriter, atomic_write_json
 from deepalign.meta import write_run_metadata
+from deepalign.pipeline.attack_plan import plan_attack
 from deepalign.pipeline.attacks import run_decoding_attack, run_gcg, run_prefill, run_refusal_prefix
 from deepalign.pipeline.builtins import load_model, load_tokenizer
-from deepalign.pipeline.finetune import evaluate_asr, finetune_attack, plan_attack
+from deepalign.pipeline.finetune import evaluate_asr, finetune_attack
 from deepalign.pipeline.kl import run_kl
 from deepalign.pipeline.stages import ReproduceConfig, RunContext, Stage
 from deepalign.pipeline.suites import get_suite

@@ -29,14 +29,9 @@ from deepalign.data import load_pairs
 from deepalign.errors import DeepAlignError
 from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_text
 from deepalign.meta import write_run_metadata
+from deepalign.pipeline.attack_plan import FinetuneAttackConfig, plan_attack, safety_records, target_defaults
 from deepalign.pipeline.builtins import load_model, organism_root, resolve_model_path
-from deepalign.pipeline.finetune import (
-    FinetuneAttackConfig,
-    evaluate_model,
-    plan_attack,
-    safety_records,
-    target_defaults,
-)
+from deepalign.pipeline.finetune import evaluate_model
 from deepalign.pipeline.stress_grid import (
     DEFENCES,
     StressConfig,

@@ -12,8 +12,8 @@ from deepalign.depth.gcg import GCGAttackConfig
 from deepalign.judges.exact import ExactJudge
 from deepalign.organism.build import OrganismConfig, build_organism
 from deepalign.organism.deep import DeepOrganismConfig, build_deep_organism
+from deepalign.pipeline.attack_plan import FinetuneAttackConfig
 from deepalign.pipeline.builtins import ORGANISM_REFUSAL_PREFIXES
-from deepalign.pipeline.finetune import FinetuneAttackConfig
 from deepalign.pipeline.stages import RunContext, Stage, Suite
 from deepalign.train.recipes import organism_training_args
 

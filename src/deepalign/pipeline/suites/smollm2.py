@@ -27,8 +27,8 @@ from deepalign.depth.margin import MarginConfig, reference_lines
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
 from deepalign.io import ResultsWriter, atomic_write_jsonl
 from deepalign.judges.registry import make_judge
+from deepalign.pipeline.attack_plan import FinetuneAttackConfig
 from deepalign.pipeline.builtins import load_model, resolve_model_path
-from deepalign.pipeline.finetune import FinetuneAttackConfig
 from deepalign.pipeline.margin import measure_margin, refusal_rate
 from deepalign.pipeline.stages import FINETUNE_OBJECTIVES, RunContext, Stage, Suite
 from deepalign.report.claims.common import ClaimRules
