@@ -99,3 +99,13 @@ def test_judge_imports_harmbench_files(tmp_path, capsys):
     assert main(["judge", str(bad), "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.json: field 'b[0].generation': missing" in err[0]
+
+
+def test_an_undecided_claim_may_state_its_verdict():
+    stated = Claim("refusal prefix", "paper", "ours", None, status="needs a judge that reads past a forced refusal")
+    doc = claims_document([stated], suite="smollm2", seeds=[0, 1], judge="keyword judge")
+    validate_claims(doc)  # a reason in place of "not measured" is allowed where nothing was decided
+    assert doc["claims"][0]["verdict"] == stated.status and doc["seeds"] == [0, 1]
+    decided = claims_document([Claim("t", "p", "o", True, status="anything")], suite="s", seeds=[0], judge="j")
+    with pytest.raises(DataError, match=r"claims\[0\].verdict"):  # a decided claim's verdict follows reproduced
+        validate_claims(decided)
