@@ -10,6 +10,7 @@ real organism.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -42,6 +43,14 @@ CORPUS = [
     "The quick brown fox jumps over the lazy dog 0123456789.",
     "[INST] <<SYS>> <</SYS>> ### Instruction: ### Response: User: Assistant:",
 ]
+
+
+def save_tiny_model(folder: Path) -> Path:
+    """A tiny random Llama and its tokenizer saved into ``folder`` (a model folder any command can load)."""
+    tok = build_tiny_tokenizer()
+    build_tiny_llama(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
 
 
 def build_tiny_tokenizer(template: str = CHATML_TEMPLATE):

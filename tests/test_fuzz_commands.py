@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("hypothesis")
-from conftest import build_tiny_llama, build_tiny_tokenizer  # noqa: E402
+from conftest import save_tiny_model  # noqa: E402
 from fuzz_inputs import check_outcome, examples, good_pairs, jsonl_files, k_grids, records, run_main, texts  # noqa: E402
 from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -33,11 +33,7 @@ prompt_files = st.one_of(
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("fuzz") / "model"
-    tok = build_tiny_tokenizer()
-    build_tiny_llama(len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_model(tmp_path_factory.mktemp("fuzz") / "model"))
 
 
 OUTCOMES: dict[str, list[int]] = {}  # command -> [runs, successes], shown by test_fuzzing_reaches_success

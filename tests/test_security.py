@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_llama
 
 import deepalign
 from deepalign.cli import build_parser, main
@@ -156,13 +155,9 @@ def test_cli_trust_remote_code_flags_default_off():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from conftest import build_tiny_tokenizer
+    from conftest import save_tiny_model
 
-    folder = tmp_path_factory.mktemp("sec") / "model"
-    tok = build_tiny_tokenizer()
-    build_tiny_llama(len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("sec") / "model")
 
 
 def test_loader_passes_safetensors_and_no_remote_code(model_dir, monkeypatch):
