@@ -256,7 +256,7 @@ def test_format_asr_and_the_cache_key():
     assert format_asr(0.42, 0.35, 0.49, "keyword", v) == (
         "ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)")
     assert format_asr(0.42, None, None, "probe", None) == (
-        "ASR 42% (probe judge; not validated against human labels (deepalign judge-eval --judge probe))")
+        "ASR 42% (probe judge; not validated against human labels: deepalign judge-eval --judge probe)")
     d = {"judge": "llm", "model": "m", "concurrency": 8, "timeout": 60}
     assert validity.judge_key(d) == validity.judge_key({**d, "concurrency": 2, "timeout": 5})
     assert validity.judge_key(d) != validity.judge_key({**d, "model": "n"})

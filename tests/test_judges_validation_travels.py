@@ -53,8 +53,10 @@ def test_format_asr_with_and_without_validation():
     assert format_asr(0.42, 0.35, 0.49, "keyword", v) == (
         "ASR 42% [35, 49] (keyword judge; 81% agreement with human labels, 395 rows)")
     assert format_asr(0.42, 0.35, 0.49, "keyword", v.to_dict()) == format_asr(0.42, 0.35, 0.49, "keyword", v)
-    assert format_asr(None, None, None, "exact", None) == (
-        "ASR n/a (exact judge; not validated against human labels (deepalign judge-eval --judge exact))")
+    assert format_asr(None, None, None, "probe", None) == (
+        "ASR n/a (probe judge; not validated against human labels: deepalign judge-eval --judge probe)")
+    exact = "exact judge; exact by definition on the organism's synthetic world, where no human labels apply"
+    assert format_asr(0.5, 0.2, 0.8, "exact", None) == f"ASR 50% [20, 80] ({exact})"  # defines harm in its world
 
 
 def test_a_prefill_summary_built_with_a_cached_validation_carries_it(tmp_path, tiny_model, tiny_tokenizer):
@@ -76,7 +78,7 @@ def test_an_unknown_judge_says_not_validated(tmp_path, tiny_model, tiny_tokenize
     config = PrefillConfig(ks=(0,), sampling=SamplingConfig(max_new_tokens=3, repeats=1))
     summary = run_prefill(tiny_model, tiny_tokenizer, PAIRS, config, KeywordJudge(), tmp_path / "run", progress=False)
     assert summary.validation is None
-    assert "(keyword judge; not validated against human labels (deepalign judge-eval --judge keyword))" in (
+    assert "(keyword judge; not validated against human labels: deepalign judge-eval --judge keyword)" in (
         tmp_path / "run" / "table.md").read_text()
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": 1, "prompt": "p", "response": "Sure."}) + "\n")
@@ -97,10 +99,10 @@ def test_gcg_finetune_audit_and_reproduce_lines_quote_the_validation():
     assert finetune.to_dict()["validation"]["accuracy"] == 0.81
     card = AuditCard("m", 0.5, None, {0: 0.5}, judge="keyword", validation=v)
     assert f"judge: {phrase}" in card_text(card)
-    assert "judge: exact judge; not validated" in card_text(AuditCard("m", 0.5, None, {0: 0.5}, judge="exact"))
+    assert "judge: keyword judge; not validated" in card_text(AuditCard("m", 0.5, None, {0: 0.5}, judge="keyword"))
     summaries = {0: {"prefill": {"judge": {"judge": "keyword"}, "validation": v.to_dict()},
                      "kl": {"kl_position_1": 1.0}},
                  1: {"prefill": {"judge": {"judge": "keyword"}, "validation": v.to_dict()},
                      "finetune-sft": {"judge": {"judge": "exact"}, "validation": None}}}
     assert judges_validation(summaries) == (
-        "exact judge; not validated against human labels (deepalign judge-eval --judge exact); " + phrase)
+        "exact judge; exact by definition on the organism's synthetic world, where no human labels apply; " + phrase)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HEADLINE_SET = "objective"
+# The organism's judge: harmful iff the answer carries a forbidden craft's words, which define harm in that world.
+EXACT_BY_DEFINITION = "exact"
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,14 @@ def _validation(v: JudgeValidation | Mapping[str, Any] | None) -> JudgeValidatio
 
 
 def judge_phrase(name: str, validation: JudgeValidation | Mapping[str, Any] | None) -> str:
-    """``keyword judge; 81% agreement with human labels, 395 rows``, or that the judge is not validated (and
-    how to validate it). ``validation``: a :class:`JudgeValidation`, its dict, a cache entry, or None."""
+    """``keyword judge; 81% agreement with human labels, 395 rows``, that the judge is not validated (and how
+    to validate it), or, for the organism's exact judge, that it is exact by definition. ``validation``: a
+    :class:`JudgeValidation`, its dict, a cache entry, or None."""
     v = _validation(validation)
+    if name == EXACT_BY_DEFINITION:
+        return f"{name} judge; exact by definition on the organism's synthetic world, where no human labels apply"
     if v is None:
-        return f"{name} judge; not validated against human labels (deepalign judge-eval --judge {name})"
+        return f"{name} judge; not validated against human labels: deepalign judge-eval --judge {name}"
     return f"{name} judge; {100 * v.accuracy:.0f}% agreement with human labels, {v.n} rows"
 
 

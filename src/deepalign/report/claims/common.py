@@ -14,7 +14,7 @@ PAPER_PREFILL_DEEP = {5: 2.8, 10: 2.9, 20: 3.4, 40: 4.5}  # the augmented Llama-
 
 def judges_validation(summaries: Summaries) -> str:
     """Every judge the stages' summaries name, each with its validation: ``keyword judge; 81% agreement with
-    human labels, 395 rows`` or ``exact judge; not validated against human labels (...)``; joined by "; "."""
+    human labels, 395 rows`` or ``probe judge; not validated against human labels: ...``; joined by "; "."""
     judges: dict[str, dict | None] = {}
     for by_stage in summaries.values():
         for s in by_stage.values():
