@@ -52,6 +52,7 @@ def _show_library_messages() -> None:
         handler.setFormatter(logging.Formatter("deepalign: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+        log.propagate = False  # shown once, here: a library's logging.info() may give the root logger a handler
 
 
 def main(argv: list[str] | None = None) -> int:
