@@ -90,7 +90,7 @@ def kappa(c: Confusion) -> float | None:
 
 
 def wilson(successes: int, n: int) -> tuple[float, float] | None:
-
+    """:func:`~deepalign.results.stats.wilson_interval`, or None when there is nothing to count (n = 0)."""
     return wilson_interval(successes, n) if n else None
 
 

@@ -182,7 +182,6 @@ def dpo_align(model_path: str, harmful: Sequence[PairRecord], benign: Sequence[P
     """DPO of ``model_path`` (TRL ``DPOTrainer`` with a PEFT ``LoraConfig``; the start model is the reference)
     on :func:`preference_rows`; the adapter in ``out_dir.adapter``, merged into ``out_dir``."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     out = Path(out_dir)
@@ -197,8 +196,8 @@ def dpo_align(model_path: str, harmful: Sequence[PairRecord], benign: Sequence[P
         max_length=config.max_length, seed=config.seed, loss_type=[config.loss_type], disable_tqdm=not progress,
         use_cpu=not _accelerator_available(),
     )
-    peft = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    peft = LoraArguments(use_lora=True, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+                         lora_dropout=0.0).peft_config()
     start = time.perf_counter()
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft)
     if not progress:  # library code prints nothing: the log is in training_log.jsonl
