@@ -268,3 +268,62 @@ def test_beta_schedule_parse_and_validation():
     for bad in ["", "0.5,,1", "a", "0", "-1,2", "nan"]:
         with pytest.raises(DeepAlignError):
             BetaSchedule.parse(bad)
+
+
+def _public_code_betas(n: int, beta=0.1, bias_factor=20.0, first_token_bias_factor=5.0, bias_length=5) -> list[float]:
+    """The public code's per-row beta list from its four flags (README values by default): the first
+    response token gets beta * first_token_bias_factor, tokens 2..bias_length beta * bias_factor, the rest beta."""
+    out = []
+    for t in range(1, n + 1):
+        if t == 1 and bias_length > 0:
+            out.append(beta * first_token_bias_factor)
+        elif t <= bias_length:
+            out.append(beta * bias_factor)
+        else:
+            out.append(beta)
+    return out
+
+
+def _public_code_surrogate(logits: torch.Tensor, ref_lp: torch.Tensor, labels: torch.Tensor, clamp_min=1e-3):
+    """The soft-SFT loss of Unispac/shallow-vs-deep-alignment (finetuning_buckets/trainer/trainer.py), written
+    out here from its definition: per row, the supervised tokens' log-probs in order (label i scored by
+    logits row i - 1), weight clamp(2 (1 - sigmoid(beta_t (logp - logp_ref))), min).detach() times logp,
+    all rows' tokens concatenated, negated and averaged (one micro-batch's token mean)."""
+    terms = []
+    for b in range(labels.shape[0]):
+        idx = [i for i in range(1, labels.shape[1]) if labels[b, i] != -100]
+        lp = torch.stack([torch.log_softmax(logits[b, i - 1], dim=-1)[labels[b, i]] for i in idx])
+        ref = ref_lp[b, idx]
+        beta = torch.tensor(_public_code_betas(len(idx)), dtype=torch.float32).to(lp)  # a float32 list there
+        w = (2 * (1 - torch.sigmoid(beta * (lp - ref)))).detach().clamp(min=clamp_min)
+        terms.append(w * lp)
+    return -torch.cat(terms).mean()
+
+
+@pytest.mark.parametrize("clamped", [False, True])
+def test_surrogate_matches_public_code_formula_value_and_gradient(clamped):
+    """Our surrogate's micro-batch token mean == the public code's soft-SFT loss, value and gradient, with
+    the clamp at 1e-3 inactive (|Delta| small) and active (Delta = +8 on some tokens: w = 2 sigmoid(-2 * 8))."""
+    assert BetaSchedule().values == tuple(_public_code_betas(6))  # our default is the README's flags
+    labels = _labels([3, 1, 5, 2], [9, 3, 7, 5], seed=5)  # response lengths below, at and above bias_length
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(*labels.shape, V, generator=g, dtype=torch.float64)
+    ref_lp = token_logps(logits + 0.3 * torch.randn(logits.shape, generator=g, dtype=torch.float64), labels)
+    pos = response_positions(labels)
+    if clamped:  # the reference far below the policy at response tokens 2 and 3 of every row
+        far = (pos == 2) | (pos == 3)
+        ref_lp = torch.where(far, token_logps(logits, labels) - 8.0, ref_lp)
+    out = constrained_loss(token_logps(logits, labels), ref_lp, labels, surrogate=True)
+    mask = pos > 0
+    w = 2 * torch.sigmoid(-BetaSchedule().betas(pos).double() * (token_logps(logits, labels) - ref_lp))
+    assert bool((w[mask] < 1e-3).any()) == clamped  # the clamp is (in)active as the case says
+    assert torch.allclose(out.weights[mask], w[mask].clamp(min=1e-3).to(out.weights), rtol=1e-6)
+    expected = _public_code_surrogate(logits, ref_lp, labels)
+    assert out.mean().item() == pytest.approx(expected.item(), rel=1e-12)
+    ours = _grad(lambda x: constrained_loss(token_logps(x, labels), ref_lp, labels, surrogate=True).mean(), logits)
+    theirs = _grad(lambda x: _public_code_surrogate(x, ref_lp, labels), logits)
+    assert theirs.abs().max() > 1e-3
+    assert torch.allclose(ours, theirs, atol=1e-12, rtol=1e-10)
+    # the exact objective has the same gradient where the clamp is inactive, and a smaller one where it bites
+    exact = _grad(lambda x: constrained_loss(token_logps(x, labels), ref_lp, labels).mean(), logits)
+    assert torch.allclose(exact, theirs, atol=1e-12, rtol=1e-10) != clamped

@@ -15,6 +15,16 @@ exact loss_t = -(2/beta_t) * log sigmoid(beta_t * Delta_t), whose gradient is th
 times w_t = 2 * sigmoid(-beta_t * Delta_t); the public code's surrogate is -clamp(w_t, min).detach() *
 log pi_theta(y_t|..). Losses come back as sums over tokens with their count: divide by the token count
 of the whole accumulated (and all-device) batch, e.g. transformers' ``num_items_in_batch``.
+
+The surrogate was checked term by term against the paper's code (Unispac/shallow-vs-deep-alignment,
+``finetuning_buckets/trainer/trainer.py``: ``soft_sft_loss``, ``get_beta_list``; flags in ``finetune.py``):
+the same per-token weight 2 (1 - sigmoid(beta_t Delta_t)), detached, clamped below at 1e-3, times the
+per-token log-prob; the same betas (its beta 0.1, bias_factor 20, first_token_bias_factor 5,
+bias_length 5 give this module's default), indexed by the token's rank among its row's supervised
+tokens. One difference: it averages over one micro-batch's tokens (``losses.mean()`` per device), so
+with gradient accumulation or several processes it weighs micro-batches equally where the division
+above weighs tokens equally; with one process and no accumulation the two agree. Pinned by
+``tests/test_objectives.py::test_surrogate_matches_public_code_formula_value_and_gradient``.
 """
 
 from __future__ import annotations
@@ -165,8 +175,9 @@ def constrained_loss(
     policy_logps [B, L] (differentiable) and ref_logps [B, L] (from the frozen reference; detached here)
     are :func:`token_logps` outputs aligned with labels [B, L]. ``schedule`` defaults to the paper's.
     ``surrogate=False`` trains the exact loss -(2/beta_t) log sigmoid(beta_t Delta_t);
-    ``surrogate=True`` trains -clamp(w_t, clamp_min) * log pi_theta (the public code's form: same
-    gradient unless the clamp is active). ``objective_sum`` is the exact objective in both cases.
+    ``surrogate=True`` trains -clamp(w_t, clamp_min).detach() * log pi_theta (the public code's form, see
+    the module doc: same gradient unless the clamp is active; its ``mean()`` over one micro-batch is the
+    public code's loss value). ``objective_sum`` is the exact objective in both cases.
     """
     if not policy_logps.shape == ref_logps.shape == labels.shape:
         raise ValueError(
