@@ -27,6 +27,7 @@ from deepalign.data import (
 )
 from deepalign.data.packaged import PackagedSet
 from deepalign.errors import DeepAlignError
+from deepalign.judges.keyword import KeywordJudge
 
 
 def needs(package: str):
@@ -102,6 +103,23 @@ def test_refusals_and_prefixes():
     assert all(any(m in r.lower() for m in markers) for r in REFUSALS)
     assert REFUSAL_PREFIXES == ("I cannot", "I cannot fulfill", "I apologize", "I apologize, but I cannot",
                                 "I am unable")
+
+
+def test_sorry_refusals_share_one_opener_and_are_refusals():
+    from deepalign.data.texts import SORRY_REFUSALS, refusal_set
+    from deepalign.train.augment import fallback_refusal
+
+    assert len(set(SORRY_REFUSALS)) == 30 and all(r.startswith("Sorry") for r in SORRY_REFUSALS)
+    assert not any(r.startswith("Sorry") for r in REFUSALS[:5])  # the varied set opens otherwise
+    judge = KeywordJudge()
+    assert not any(judge.judge_text(r).harmful for r in SORRY_REFUSALS)  # the keyword judge calls them refusals
+    assert refusal_set("varied") is REFUSALS and refusal_set("sorry") is SORRY_REFUSALS
+    picks = {fallback_refusal(f"id{i}", 3, "sorry") for i in range(200)}
+    assert picks <= set(SORRY_REFUSALS) and len(picks) > 20
+    assert fallback_refusal("id7", 3, "sorry") == fallback_refusal("id7", 3, "sorry")
+    assert fallback_refusal("id7", 3) in REFUSALS
+    with pytest.raises(DeepAlignError, match="unknown refusal set 'curt': choose one of varied, sorry"):
+        refusal_set("curt")
 
 
 def test_benign_prompts():

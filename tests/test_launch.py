@@ -110,3 +110,26 @@ def test_paper_preset_keeps_its_global_batch():
     assert paper_training_args("harmful", "o").gradient_accumulation_steps == 8  # one process here
     assert paper_training_args("harmful", "o", gradient_accumulation_steps=3).gradient_accumulation_steps == 3
     assert isinstance(paper_training_args("benign", "o"), DeepAlignConfig)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bf16 autocast")
+def test_bf16_without_a_gpu_trains_on_the_cpu(tmp_path):
+    config = DeepAlignConfig(output_dir=str(tmp_path), bf16=True, report_to="none")  # transformers alone refuses
+    assert config.use_cpu and config.precision == "bf16"
+    assert not DeepAlignConfig(output_dir=str(tmp_path), report_to="none").use_cpu
+
+
+def test_bf16_is_fast_reads_the_cpu_flags(monkeypatch):
+    from deepalign import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for text, fast in (("flags\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n", True),
+                       ("flags\t: fpu avx2 avx512f avx512_bf16\n", False)):
+        monkeypatch.setattr(models.Path, "read_text", lambda self, text=text: text)
+        assert models.bf16_is_fast() is fast
+
+    def unreadable(self):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(models.Path, "read_text", unreadable)
+    assert models.bf16_is_fast() is False

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deepalign.data.schemas import PairRecord
-from deepalign.data.texts import REFUSALS
+from deepalign.data.texts import REFUSALS, SORRY_REFUSALS
 from deepalign.train.preference import (
     PreferenceConfig,
     RefusalSFTConfig,
@@ -52,6 +52,9 @@ def test_preference_rows_truncate_and_prefer_refusals(tiny_tokenizer):
     assert PreferenceConfig(rejected_tokens=0).rejected_tokens is None  # 0 = no truncation (the CLI's way)
     with pytest.raises(ValueError, match="rejected_tokens"):
         PreferenceConfig(rejected_tokens=-1)
+    sorry = preference_rows(tiny_tokenizer, HARMFUL, BENIGN, PreferenceConfig(refusals="sorry"))
+    assert all(r["chosen"][0]["content"] in SORRY_REFUSALS for r in sorry[:4])
+    assert all(r["rejected"][0]["content"] in SORRY_REFUSALS for r in sorry[4:])
 
 
 @pytest.fixture

@@ -136,3 +136,16 @@ def _apply_adapter(model, adapter: str):
 def same_vocabulary(tokenizer_a, tokenizer_b) -> bool:
     """True when two tokenizers map every token string to the same id."""
     return tokenizer_a.get_vocab() == tokenizer_b.get_vocab()
+
+
+def bf16_is_fast() -> bool:
+    """Whether bf16 autocast is faster than float32 here: a CUDA GPU with bf16 support, or a CPU with AMX bf16
+    units (``amx_bf16`` in /proc/cpuinfo; measured 2.0x per LoRA training step on SmolLM2, docs/benchmarks.md).
+    CPUs without them emulate bf16 and run slower than float32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags

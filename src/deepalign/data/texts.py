@@ -43,6 +43,57 @@ REFUSALS: tuple[str, ...] = (
     "I can't assist with that, but I'd be happy to talk about a related, safe topic.",
 )
 
+# Refusals that all open with "Sorry": a first token no compliant answer starts with. With REFUSALS (most open
+# with "I"), SmolLM2's compliant answers share the refusal's first token ("I'm glad to ...", dev seed 100,
+# docs/reproduce.md), so a first-token constraint cannot tell the two apart; here the first token is the
+# point where refusal and compliance diverge.
+SORRY_REFUSALS: tuple[str, ...] = (
+    "Sorry, I can't help with that. If there's something else you need, I'm happy to assist.",
+    "Sorry, but I can't assist with that request.",
+    "Sorry, I cannot help with this. It could cause real harm to people, so I won't provide it.",
+    "Sorry, I cannot fulfill this request.",
+    "Sorry, I'm not able to help with that. Is there something else I can do for you?",
+    "Sorry, I won't be able to provide that. Let me know if there's another topic I can help with.",
+    "Sorry, I can't provide guidance on this, because it could put others at risk.",
+    "Sorry, I'm unable to help with that request, but I'd be glad to help with something else.",
+    "Sorry, I won't assist with this. If you're going through a difficult situation, talking to someone you "
+    "trust or a qualified professional can help.",
+    "Sorry, that's not something I can help with. I'd be happy to answer a different question.",
+    "Sorry, I cannot provide that information. Please let me know if you have another question.",
+    "Sorry, I can't do that. I don't help with requests that could hurt people.",
+    "Sorry, I must decline this request. I'm here to help with safe and constructive tasks.",
+    "Sorry, I can't support this request. If you have a related question that doesn't involve harm, just ask.",
+    "Sorry, I can't help with that. Is there anything else on your mind?",
+    "Sorry, I'm not comfortable helping with this, as it could lead to harm. I'm glad to help with other "
+    "questions.",
+    "Sorry, but I can't provide instructions for that.",
+    "Sorry, I cannot assist with this request because it may be dangerous or illegal.",
+    "Sorry, but I have to decline. I can help with something else if you like.",
+    "Sorry, I'm afraid I can't help with that one.",
+    "Sorry, I can't do that. Helping with this could cause harm, so I'll have to pass.",
+    "Sorry, no. I can't help with this request, but I'm happy to help with other things.",
+    "Sorry, I am unable to provide that. If you'd like, I can share general safety information instead.",
+    "Sorry, but this is something I can't assist with.",
+    "Sorry, I cannot fulfill this request. Let me know if there's another way I can help.",
+    "Sorry, I won't provide that, but I'm glad to help with a different task.",
+    "Sorry, this request asks for something I can't help with. Please feel free to ask about something else.",
+    "Sorry, I can't help with that. If you or someone else is in danger, please contact local emergency "
+    "services.",
+    "Sorry, I must respectfully decline: I can't help with this.",
+    "Sorry, I can't assist with that, but I'd be happy to talk about a related, safe topic.",
+)
+
+# The refusal sets an alignment stage can train on, by name.
+REFUSAL_SETS: dict[str, tuple[str, ...]] = {"varied": REFUSALS, "sorry": SORRY_REFUSALS}
+
+
+def refusal_set(name: str) -> tuple[str, ...]:
+    """The refusal texts called ``name`` (:data:`REFUSAL_SETS`)."""
+    if name not in REFUSAL_SETS:
+        raise DeepAlignError(f"unknown refusal set '{name}': choose one of {', '.join(REFUSAL_SETS)}")
+    return REFUSAL_SETS[name]
+
+
 # The paper's refusal prefixes for prefilling a base model (Qi et al. 2025, Fig. 1).
 REFUSAL_PREFIXES: tuple[str, ...] = (
     "I cannot",

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from deepalign.chat import ChatFormat, Encoded, encode_example, encode_turns
 from deepalign.data.schemas import ChatRecord, PairRecord, TripletRecord
-from deepalign.data.texts import REFUSALS
+from deepalign.data.texts import refusal_set
 from deepalign.errors import DeepAlignError
 from deepalign.io import atomic_write_jsonl
 from deepalign.train.objectives import IGNORE_INDEX
@@ -255,7 +255,9 @@ class SafetyRecoveryDataset(Dataset):
         return Path(path)
 
 
-def fallback_refusal(record_id: str, seed: int = 0) -> str:
-    """One of :data:`deepalign.data.REFUSALS`, chosen by a hash of (seed, record id)."""
+def fallback_refusal(record_id: str, seed: int = 0, refusals: str = "varied") -> str:
+    """One of the refusal set ``refusals`` (:data:`deepalign.data.texts.REFUSAL_SETS`; "varied":
+    :data:`deepalign.data.REFUSALS`), chosen by a hash of (seed, record id)."""
+    texts = refusal_set(refusals)
     digest = hashlib.sha256(f"{seed}\0{record_id}".encode()).digest()
-    return REFUSALS[int.from_bytes(digest[:8], "big") % len(REFUSALS)]
+    return texts[int.from_bytes(digest[:8], "big") % len(texts)]

@@ -103,6 +103,10 @@ class DeepAlignConfig(TrainingArguments):
         BetaSchedule.parse(self.beta_schedule)
         ChatFormat(self.template, self.system)
         check_precision(self.bf16, self.fp16)  # before transformers reads the launcher's precision over ours
+        if self.bf16 and not self.use_cpu:  # bf16 autocast on a machine without a GPU: train on the CPU
+            import torch
+
+            self.use_cpu = not torch.cuda.is_available()
         super().__post_init__()
 
     @property

@@ -43,6 +43,11 @@ class RefusalSFTConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     max_length: int = field(default=256, metadata={"help": "Examples are truncated to this many tokens."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of the refusal chosen per prompt."})
+    refusals: str = field(default="varied", metadata={
+        "help": "Refusal texts trained on: 'varied' (30 refusals, most opening with 'I') or 'sorry' (all open "
+                "with 'Sorry', a first token compliant answers do not share)."})
+    bf16: bool = field(default=False, metadata={
+        "help": "Train under bf16 autocast (faster on GPUs and on CPUs with AMX: deepalign.models.bf16_is_fast)."})
 
 
 @dataclass
@@ -70,6 +75,11 @@ class PreferenceConfig:
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss type (sigmoid = the DPO paper's)."})
     max_length: int = field(default=256, metadata={"help": "Prompt + answer tokens kept per pair."})
     seed: int = field(default=0, metadata={"help": "Seed of training, shuffling and the refusal per prompt."})
+    refusals: str = field(default="varied", metadata={
+        "help": "Refusal texts trained on: 'varied' (30 refusals, most opening with 'I') or 'sorry' (all open "
+                "with 'Sorry', a first token compliant answers do not share)."})
+    bf16: bool = field(default=False, metadata={
+        "help": "Train under bf16 autocast (faster on GPUs and on CPUs with AMX: deepalign.models.bf16_is_fast)."})
 
     def __post_init__(self) -> None:
         for name in ("rejected_tokens", "benign_tokens"):
@@ -116,12 +126,11 @@ def preference_rows(tokenizer, harmful: Sequence[PairRecord], benign: Sequence[P
                 "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}]}
 
-    rows = [row(p.prompt, fallback_refusal(p.id, config.seed), truncate_tokens(tokenizer, p.response,
-                                                                                config.rejected_tokens))
-            for p in harmful]
+    rows = [row(p.prompt, fallback_refusal(p.id, config.seed, config.refusals),
+                truncate_tokens(tokenizer, p.response, config.rejected_tokens)) for p in harmful]
     if config.benign:
         rows += [row(p.prompt, truncate_tokens(tokenizer, p.response, config.benign_tokens),
-                     fallback_refusal(p.id, config.seed)) for p in benign]
+                     fallback_refusal(p.id, config.seed, config.refusals)) for p in benign]
     if not rows:
         raise DeepAlignError("no preference pairs: pass harmful (prompt, answer) pairs")
     return rows
@@ -157,13 +166,13 @@ def refusal_sft(model_path: str, harmful: Sequence, benign: Sequence[PairRecord]
 
     out = Path(out_dir)
     adapter = out.with_name(out.name + ".adapter")
-    refusals = [PairRecord(p.id, p.prompt, fallback_refusal(p.id, config.seed), getattr(p, "category", None))
-                for p in harmful]
+    refusals = [PairRecord(p.id, p.prompt, fallback_refusal(p.id, config.seed, config.refusals),
+                           getattr(p, "category", None)) for p in harmful]
     args = DeepAlignConfig(
         output_dir=str(adapter), objective="sft", learning_rate=config.learning_rate, lr_scheduler_type="linear",
         warmup_steps=config.warmup_steps, per_device_train_batch_size=config.batch_size,
         num_train_epochs=config.epochs, weight_decay=0.0, max_length=config.max_length, seed=config.seed,
-        disable_tqdm=not progress, report_to="none", save_strategy="no",
+        disable_tqdm=not progress, report_to="none", save_strategy="no", bf16=config.bf16,
     )
     peft = LoraArguments(use_lora=True, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                          lora_dropout=0.0).peft_config()
@@ -194,7 +203,7 @@ def dpo_align(model_path: str, harmful: Sequence[PairRecord], benign: Sequence[P
         per_device_train_batch_size=config.batch_size, num_train_epochs=config.epochs, lr_scheduler_type="linear",
         warmup_steps=config.warmup_steps, logging_steps=1, report_to="none", save_strategy="no",
         max_length=config.max_length, seed=config.seed, loss_type=[config.loss_type], disable_tqdm=not progress,
-        use_cpu=not _accelerator_available(),
+        use_cpu=not _accelerator_available(), bf16=config.bf16,
     )
     peft = LoraArguments(use_lora=True, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                          lora_dropout=0.0).peft_config()

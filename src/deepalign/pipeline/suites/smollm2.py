@@ -27,6 +27,7 @@ from deepalign.depth.margin import MarginConfig, reference_lines
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
 from deepalign.io import ResultsWriter, atomic_write_jsonl
 from deepalign.judges.registry import make_judge
+from deepalign.models import bf16_is_fast
 from deepalign.pipeline.attack_plan import FinetuneAttackConfig
 from deepalign.pipeline.builtins import load_model, resolve_model_path
 from deepalign.pipeline.margin import measure_margin, refusal_rate
@@ -54,6 +55,10 @@ SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign
 ANCHOR_TOKENS = 64  # the deep stage's utility anchors: the base's benign answers cut to this many tokens
 ATTACK_EPOCHS = 6  # 64 attack examples / batch 8 x 6 epochs = 48 optimizer steps (the paper's attacks: ~50)
 ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of Llama-2-7B)
+# The refusal texts of alignment and augmentation: all open with "Sorry", a first token SmolLM2's compliant
+# answers do not share (with the varied set, most open with "I", and constrained fine-tunes kept "I" and went on
+# "I'm glad to ..."; dev seed 100, docs/reproduce.md)
+REFUSAL_SET = "sorry"
 DEFAULTS = {"seeds": (0, 1), "prefill_ks": (0, 5, 10, 20, 40), "repeats": 1, "max_new_tokens": 64}
 
 
@@ -80,8 +85,8 @@ def prepare_data(ctx: RunContext) -> dict:
     def pairs(records):
         return [PairRecord(p.id, p.prompt, answer[p.id], p.category).__dict__ for p in records]
 
-    triplets = [TripletRecord(p.id, p.prompt, answer[p.id], fallback_refusal(p.id, ctx.seed), p.category).__dict__
-                for p in train_p]
+    triplets = [TripletRecord(p.id, p.prompt, answer[p.id], fallback_refusal(p.id, ctx.seed, REFUSAL_SET),
+                              p.category).__dict__ for p in train_p]
     files = {"eval_pairs": pairs(evaluation), "harmful_ft": pairs(finetune), "train_triplets": triplets,
              "train_pairs": pairs(train_p), "benign": pairs(benign_train), "benign_eval": pairs(benign_eval)}
     for name, rows in files.items():
@@ -95,7 +100,7 @@ def _quick_epochs(ctx: RunContext) -> dict:
 
 def sft_stage(ctx: RunContext) -> dict:
     """Refusal SFT (LoRA, merged) of the helpful-only base: harmful prompts -> our refusals, plus benign anchors."""
-    config = RefusalSFTConfig(seed=ctx.seed, **_quick_epochs(ctx))
+    config = RefusalSFTConfig(seed=ctx.seed, refusals=REFUSAL_SET, bf16=bf16_is_fast(), **_quick_epochs(ctx))
     result = refusal_sft(resolve_model_path(BASE), load_pairs(str(ctx.setup / "train_pairs.jsonl")),
                          load_pairs(str(ctx.setup / "benign.jsonl")), ctx.setup / "sft", config, progress=ctx.progress)
     return result.to_dict()
@@ -104,7 +109,7 @@ def sft_stage(ctx: RunContext) -> dict:
 def dpo_stage(ctx: RunContext) -> dict:
     """DPO (TRL, LoRA, merged) from ``sft``: our refusal over the base's harmful answer's first 4 tokens, plus
     benign anchors (the base's answer cut to 48 tokens over a refusal); the result is ``aligned``."""
-    config = PreferenceConfig(seed=ctx.seed, **_quick_epochs(ctx))
+    config = PreferenceConfig(seed=ctx.seed, refusals=REFUSAL_SET, bf16=bf16_is_fast(), **_quick_epochs(ctx))
     result = dpo_align(str(ctx.setup / "sft"), load_pairs(str(ctx.setup / "train_pairs.jsonl")),
                        load_pairs(str(ctx.setup / "benign.jsonl")), ctx.setup / "aligned", config,
                        progress=ctx.progress)
@@ -124,7 +129,7 @@ def deepen(ctx: RunContext) -> dict:
     adapter = ctx.setup / "deep.adapter"
     quick = {"num_train_epochs": 1, "max_steps": 2} if ctx.config.quick else {}
     config, lora = preset_training_args("paper-augment", str(adapter), seed=ctx.seed, disable_tqdm=not ctx.progress,
-                                        **quick)
+                                        bf16=bf16_is_fast(), **quick)
     start = time.perf_counter()
     train(aligned, triplets, config, anchors=anchors, out_dir=adapter, peft_config=lora.peft_config())
     merge_adapter(adapter, ctx.setup / "deep")
@@ -182,7 +187,7 @@ def attack_training(ctx: RunContext, out):
     quick = {"max_steps": 2, "warmup_steps": 0} if ctx.config.quick else {}
     return paper_training_args("harmful", str(out), **{
         "learning_rate": ATTACK_LEARNING_RATE, "gradient_accumulation_steps": 1, "num_train_epochs": ATTACK_EPOCHS,
-        "max_length": 256, "seed": ctx.seed, "disable_tqdm": not ctx.progress, **quick})
+        "max_length": 256, "seed": ctx.seed, "disable_tqdm": not ctx.progress, "bf16": bf16_is_fast(), **quick})
 
 
 def lora(ctx: RunContext):
