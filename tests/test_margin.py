@@ -102,3 +102,72 @@ def test_margin_for_inverts_the_multiplier():
         m = margin_for(HOLD_HOLDS, beta)
         assert multiplier(m, beta) == pytest.approx(HOLD_HOLDS, rel=1e-6)
     assert 14 < margin_for(HOLD_HOLDS, 0.5) < 15  # M(15, 0.5) = 121
+
+
+def test_depth_two_margin_counts_what_follows_a_shared_opener(tiny_tokenizer, tiny_model):
+    """Depth 2 against a per-prompt, unbatched sum over the whole vocabulary (float64): an opener that starts
+    refusals and compliant answers alike ("I" -> "I'm sorry" / "I'm glad") is counted by its second token."""
+    from deepalign.chat import encode_prompt
+    from deepalign.generation import GenerationRequest, SamplingConfig, generate
+
+    records = [PromptRecord("a", "Hello there, how are you today?"), PromptRecord("b", "Tell me about the river.")]
+    ids_a = encode_prompt(tiny_tokenizer, records[0].prompt)
+
+    def likely_word(prefix, skip=0):  # a top-6 next token that decodes whole (not a partial byte)
+        with torch.no_grad():
+            order = tiny_model(torch.tensor([prefix])).logits[0, -1].argsort(descending=True).tolist()
+        return [v for v in order[skip:6] if (w := tiny_tokenizer.decode([v])).strip() and "\ufffd" not in w][0]
+
+    opener = likely_word(ids_a)
+    follow = likely_word(ids_a + [opener], skip=1)  # not the greedy one: the lookahead from the opener refuses
+    opens, complies = tiny_tokenizer.decode([opener]), tiny_tokenizer.decode([opener, follow])
+
+    def refuses(prompts, texts):  # the opener starts a refusal unless a less likely second token follows it
+        return [t.startswith(opens) and not t.startswith(complies) for t in texts]
+
+    def text(prefix, forced):
+        g = generate(tiny_model, tiny_tokenizer, [GenerationRequest("x", prefix + forced)],
+                     SamplingConfig.greedy(3), batch_size=1, progress=False)[0]
+        return tiny_tokenizer.decode(forced) + g.text
+
+    def next_logp(prefix):
+        with torch.no_grad():
+            return tiny_model(torch.tensor([prefix])).logits[0, -1].double().log_softmax(-1)
+
+    top, expand = 6, 2
+    config = MarginConfig(top=top, lookahead=3, batch_size=2, depth=2, expand=expand)
+    got = refusal_margins(tiny_model, tiny_tokenizer, records, refuses, config)
+    for r, m in zip(records, got, strict=True):
+        prompt = encode_prompt(tiny_tokenizer, r.prompt)
+        p1 = next_logp(prompt).exp()
+        candidates = p1.topk(top).indices.tolist()
+        nonrefusal, refusing = 0.0, []
+        for v in range(len(p1)):
+            if v in candidates and refuses([r.prompt], [text(prompt, [v])])[0]:
+                refusing.append(v)
+            else:
+                nonrefusal += float(p1[v])
+        first = -math.log(nonrefusal)
+        for v in sorted(refusing, key=lambda v: -float(p1[v]))[:expand]:
+            p2 = next_logp(prompt + [v]).exp()
+            second = p2.topk(top).indices.tolist()
+            nonrefusal += sum(float(p1[v] * p2[w]) for w in range(len(p2))
+                              if w not in second or not refuses([r.prompt], [text(prompt, [v, w])])[0])
+        assert m.first_token_margin == pytest.approx(first, abs=1e-4)
+        assert m.margin == pytest.approx(-math.log(nonrefusal), abs=1e-4)
+        assert m.margin <= m.first_token_margin + 1e-9  # a deeper search only finds more ways out
+    assert got[0].top_refuses or got[0].refusal_mass > 0  # prompt a: the opener starts a refusal at depth 1
+    assert got[0].margin < got[0].first_token_margin - 1e-3  # ... and its second token "follow" leaves it
+    with pytest.raises(ValueError, match="depth must be 1 or 2"):
+        MarginConfig(depth=3)
+
+
+def test_report_says_when_the_first_token_overstates_the_margin():
+    prompts = [PromptMargin(str(i), 3.0 + i, "I", True, 0.99, first_token_margin=15.0 + i) for i in range(5)]
+    r = margin_report(prompts)
+    assert r.median == 5.0 and r.first_token_median == 17.0
+    assert "The first token alone gives a median of 17.0 nats" in r.explanation
+    same = margin_report([PromptMargin(str(i), 3.0 + i, "I", True, 0.99, first_token_margin=3.0 + i)
+                          for i in range(5)])
+    assert same.first_token_median == 5.0 and "first token alone" not in same.explanation
+    assert _report([1.0, 2.0]).first_token_median is None  # margins recorded before depth 2 existed

@@ -122,7 +122,7 @@ def register(sub) -> None:
     p.add_argument("--max-regression", type=float, default=0.05, help="allowed drop in depth score (0..1)")
     audit_defaults = AuditConfig()
     add_fields(p, audit_defaults, ["prefill_ks", "threshold", "repeats", "max_new_tokens", "limit",
-                                   "decoding_prompts", "margin_top", "template"], prefill_ks="--tokens")
+                                   "decoding_prompts", "margin_top", "margin_depth", "template"], prefill_ks="--tokens")
     p.add_argument("--budget", action="store_true", help="with --against: also fine-tune both models over an "
                    "attacker budget (--budget-* options, deepalign stress's grid) and gate on the worst-case ASR")
     p.add_argument("--max-asr-increase", type=float, default=0.1,

@@ -61,6 +61,11 @@ class AuditConfig:
     margin_top: int = field(
         default=24, metadata={"help": "Refusal margin: most likely first tokens continued and judged (0 skips it)."}
     )
+    margin_depth: int = field(
+        default=1, metadata={"help": "Refusal margin: 1 = first token; 2 = also the second token after the likeliest "
+                                     "refusing openers (for refusals whose opener compliant answers share).",
+                     "choices": (1, 2)}
+    )
     refusal_prefixes: tuple[str, ...] | None = field(
         default=None, metadata={"help": "Refusal prefixes forced on the base (None: deepalign's own list)."}
     )
@@ -162,7 +167,8 @@ def audit(model: str, pairs_path: str | Path, out_dir: str | Path, config: Audit
                      validation=known_validation(judge.describe()))
     prompts = [PromptRecord(p.id, p.prompt, p.category) for p in pairs]
     if config.margin_top:
-        report = measure_margin(model_obj, tok, pairs, judge, MarginConfig(top=config.margin_top),
+        margin_config = MarginConfig(top=config.margin_top, depth=config.margin_depth)
+        report = measure_margin(model_obj, tok, pairs, judge, margin_config,
                                 fmt=ChatFormat(config.template), out_dir=out, label=model, progress=progress)
         card.margin = report.to_dict()
     if config.decoding_prompts:
