@@ -2,15 +2,16 @@
 
 SmolLM2-135M-Instruct is helpful-only (it answers harmful requests), so it plays the paper's *base*. It is
 aligned the way chat models are (:mod:`deepalign.train.preference`): ``sft`` = refusal SFT (LoRA, merged) on
-AdvBench and HarmBench prompts with our refusal texts and benign anchors (the base's own answers to benign
-prompts we wrote); ``aligned`` = DPO (TRL) from ``sft``, our refusal preferred to the first tokens of the
-base's own harmful answer, plus benign anchors. ``deep`` = ``aligned`` after the paper's safety-recovery
+AdvBench and HarmBench prompts with our refusal texts (the "sorry" set: one opener that compliant answers do not
+share) and benign anchors (the base's own answers to benign prompts we wrote); ``aligned`` = DPO (TRL) from
+``sft``, our refusal preferred to the first token of the base's own harmful answer, plus benign anchors. ``deep`` = ``aligned`` after the paper's safety-recovery
 augmentation (``deepalign train --preset paper-augment``: LoRA rank 64, merged). The ``margin`` stage measures
 each model's refusal margin, greedy refusal and benign over-refusal. Harmful text lives only in the run folder.
 
 Stages, per seed: setup -> sft -> aligned -> deep -> margin, then the shared measurements (KL, refusal
 prefixes, prefilling, decoding, GCG, the fine-tuning attack: SFT, the paper's constrained schedule, uniform
 beta = 2 and ``--beta-schedule auto``). ``--quick`` runs every stage on a few prompts with a few steps.
+Training runs under bf16 autocast where that is faster (:func:`deepalign.models.bf16_is_fast`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of L
 # answers do not share (with the varied set, most open with "I", and constrained fine-tunes kept "I" and went on
 # "I'm glad to ..."; dev seed 100, docs/reproduce.md)
 REFUSAL_SET = "sorry"
+# DPO of the aligned model (dev seed 100, docs/smollm2-alignment.md): the rejected side cut to the harmful answer's
+# first token, lr 2e-4, 4 epochs: median margin 27 nats, prefill ASR 83% at k = 5 (shallow), over-refusal 0 of 12
+DPO = {"rejected_tokens": 1, "learning_rate": 2e-4, "epochs": 4.0}
 DEFAULTS = {"seeds": (0, 1), "prefill_ks": (0, 5, 10, 20, 40), "repeats": 1, "max_new_tokens": 64}
 
 
@@ -107,9 +111,10 @@ def sft_stage(ctx: RunContext) -> dict:
 
 
 def dpo_stage(ctx: RunContext) -> dict:
-    """DPO (TRL, LoRA, merged) from ``sft``: our refusal over the base's harmful answer's first 4 tokens, plus
-    benign anchors (the base's answer cut to 48 tokens over a refusal); the result is ``aligned``."""
-    config = PreferenceConfig(seed=ctx.seed, refusals=REFUSAL_SET, bf16=bf16_is_fast(), **_quick_epochs(ctx))
+    """DPO (TRL, LoRA, merged) from ``sft`` (:data:`DPO`): our refusal over the base's harmful answer's first
+    token, plus benign anchors (the base's answer cut to 48 tokens over a refusal); the result is ``aligned``."""
+    config = PreferenceConfig(seed=ctx.seed, refusals=REFUSAL_SET, bf16=bf16_is_fast(),
+                              **{**DPO, **_quick_epochs(ctx)})
     result = dpo_align(str(ctx.setup / "sft"), load_pairs(str(ctx.setup / "train_pairs.jsonl")),
                        load_pairs(str(ctx.setup / "benign.jsonl")), ctx.setup / "aligned", config,
                        progress=ctx.progress)
