@@ -7,10 +7,13 @@ Prints, measured in one run on the same examples (LoRA on SmolLM2-135M-Instruct,
   constrained / sft   = the same against DeepAlignTrainer's own SFT step (target <= 1.05)
   reference / forward = reference pass over the data (forward + log-probs of the supervised tokens) /
                         one bare batched forward pass over the same batches (target <= 1.1)
+  bf16 / float32      = (--bf16) the constrained step under bf16 autocast / in float32 (< 1: autocast pays;
+                        deepalign.models.bf16_is_fast says where the suites turn it on)
 Step runs alternate between objectives (rounds) so drifting machine load hits both alike.
 
     python bench/train.py                                 # SmolLM2-135M, LoRA, 4 x 128 tokens
     python bench/train.py --model organism-aligned --seq-len 64 --steps 10   # the tiny organism
+    python bench/train.py --bf16                          # also the constrained step under bf16 autocast
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback
 
 from deepalign.chat import encode_example, pad_batch
 from deepalign.data import BENIGN_PROMPTS
+from deepalign.models import bf16_is_fast
 from deepalign.pipeline.builtins import load_model
 from deepalign.train.augment import make_example
 from deepalign.train.collator import DeepAlignCollator
@@ -151,6 +155,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per objective")
     ap.add_argument("--repeats", type=int, default=3, help="timed reference/forward passes (mean)")
     ap.add_argument("--full", action="store_true", help="train all weights instead of LoRA")
+    ap.add_argument("--bf16", action="store_true", help="also time the constrained step under bf16 autocast")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from peft import LoraConfig, get_peft_model
@@ -168,9 +173,10 @@ def main() -> None:
     build = partial(make_trainer, model=model, tokenizer=tok, examples=examples, out_dir=tmp,
                     batch_size=args.batch_size, steps=args.steps)
 
-    kinds = ("sft", "constrained", "stock")
+    kinds = ("sft", "constrained", "stock") + (("constrained-bf16",) if args.bf16 else ())
     timers = {k: StepTimer() for k in kinds}
-    trainers = {k: build(k, timers[k]) for k in kinds}  # the constrained one caches its reference here
+    trainers = {k: build(k.removesuffix("-bf16"), timers[k], **({"bf16": True} if k.endswith("-bf16") else {}))
+                for k in kinds}  # the constrained ones cache their reference here
     for trainer in trainers.values():
         trainer.remove_callback(PrinterCallback)
     step = median_step_times(trainers, timers, args.rounds)
@@ -190,6 +196,8 @@ def main() -> None:
                 len(timers["constrained"].times),
             ],
             ["SFT step (stock transformers.Trainer)", ms(step["stock"]), len(timers["stock"].times)],
+            *([["constrained step, bf16 autocast", ms(step["constrained-bf16"]), len(timers["constrained-bf16"].times)]]
+              if args.bf16 else []),
             [f"bare forward over {args.n} examples (mean)", ms(t_fwd), args.repeats],
             [f"reference pass over {args.n} examples (mean)", ms(t_ref), args.repeats],
             ["weights fingerprint (once per cache lookup)", ms(t_fp), 1],
@@ -198,6 +206,9 @@ def main() -> None:
     print(f"constrained / stock Trainer sft step = {step['constrained'] / step['stock']:.3f}   (target <= 1.05)")
     print(f"constrained / sft step       = {step['constrained'] / step['sft']:.3f}   (target <= 1.05)")
     print(f"sft (ours) / stock Trainer   = {step['sft'] / step['stock']:.3f}")
+    if args.bf16:
+        print(f"constrained bf16 autocast / float32 step = {step['constrained-bf16'] / step['constrained']:.3f}"
+              f"   (bf16_is_fast() = {bf16_is_fast()})")
     print(f"reference pass / forward     = {t_ref / t_fwd:.3f}   (target <= 1.1)")
 
 

@@ -96,7 +96,8 @@ def _context(config: StressConfig, out: Path) -> Context:
     attack_config = FinetuneAttackConfig(
         data=config.benign_data, eval_data=config.task_eval, eval_prompts=config.eval_prompts, n_train=config.n_train,
         n_eval=config.n_eval, metric=config.metric, judge=config.judge, eval_batch_size=config.eval_batch_size,
-        n_safety=config.n_alignment, safety_data=config.safety_data)
+        n_safety=config.n_alignment, safety_data=config.safety_data, max_new_tokens=config.max_new_tokens,
+        greedy=config.greedy)
     plan = plan_attack(model_path, "benign", attack_config)
     safety = safety_records(d, attack_config) if "lisa" in config.defences else []
     return Context(config, out, attack_config, plan, load_pairs(harmful_source), list(plan.train),
@@ -138,6 +139,8 @@ def _training_args(ctx: Context, spec, run_dir: Path):
         overrides["train_sampling_strategy"] = "sequential"
     if ctx.config.batch_size:
         overrides["per_device_train_batch_size"] = ctx.config.batch_size
+    if ctx.config.bf16:
+        overrides["bf16"] = True
     return d.training_args("harmful", str(run_dir / "model"), **overrides)
 
 

@@ -100,6 +100,9 @@ class StressConfig:
     safelora_threshold: float = field(
         default=0.5, metadata={"help": "SafeLoRA: project a layer when cos(C dW, dW) is below this."})
     eval_batch_size: int = field(default=32, metadata={"help": "Prompts per generation batch."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Eval tokens (default: 60 / 512)."})
+    greedy: bool | None = field(default=None, metadata={"help": "Greedy eval (default: organism yes, else no)."})
+    bf16: bool = field(default=False, metadata={"help": "Train under bf16 autocast (deepalign.models.bf16_is_fast)."})
     keep_snapshots: bool = field(default=False, metadata={"help": "Keep the per-step model snapshots."})
 
     def _model_for(self, given: str | None, organism: str, missing: str) -> str:

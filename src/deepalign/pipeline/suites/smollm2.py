@@ -4,8 +4,9 @@ SmolLM2-135M-Instruct is helpful-only (it answers harmful requests), so it plays
 aligned the way chat models are (:mod:`deepalign.train.preference`): ``sft`` = refusal SFT (LoRA, merged) on
 AdvBench and HarmBench prompts with our refusal texts (the "sorry" set: one opener that compliant answers do not
 share) and benign anchors (the base's own answers to benign prompts we wrote); ``aligned`` = DPO (TRL) from
-``sft``, our refusal preferred to the first token of the base's own harmful answer, plus benign anchors. ``deep`` = ``aligned`` after the paper's safety-recovery
-augmentation (``deepalign train --preset paper-augment``: LoRA rank 64, merged). The ``margin`` stage measures
+``sft``, our refusal preferred to the first token of the base's own harmful answer, plus benign anchors.
+``deep`` = ``aligned`` after the paper's safety-recovery augmentation (``deepalign train --preset
+paper-augment``: LoRA rank 64, merged). The ``margin`` stage measures
 each model's refusal margin, greedy refusal and benign over-refusal. Harmful text lives only in the run folder.
 
 Stages, per seed: setup -> sft -> aligned -> deep -> margin, then the shared measurements (KL, refusal
