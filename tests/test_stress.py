@@ -284,3 +284,28 @@ def test_a_folder_measured_on_another_schedule_is_refused(tmp_path, capsys):
                "20", "--out", str(out), "--no-progress"])
     assert rc == 2 and "measured on a 40-step run" in capsys.readouterr().err
     assert not (out / "runs").exists()  # refused before anything was trained
+
+
+def test_a_real_model_grid_needs_safety_data_only_for_lisa(tmp_path):
+    """On a model other than the organism, only Lisa's alignment steps need --safety-data; the eval settings
+    given (tokens, greedy) reach the attack plan."""
+    from conftest import save_tiny_model
+
+    from deepalign.errors import DeepAlignError
+    from deepalign.io import atomic_write_jsonl
+    from deepalign.pipeline.stress import _context
+    from deepalign.pipeline.stress_grid import StressConfig
+
+    model = save_tiny_model(tmp_path / "model")
+    pairs = [{"id": f"p{i}", "prompt": f"Tell me about the river {i}.", "response": "It is long and calm."}
+             for i in range(6)]
+    for name in ("harmful", "benign", "task", "eval"):
+        atomic_write_jsonl(tmp_path / f"{name}.jsonl", pairs)
+    data = dict(harmful_data=str(tmp_path / "harmful.jsonl"), benign_data=str(tmp_path / "benign.jsonl"),
+                task_eval=str(tmp_path / "task.jsonl"), eval_prompts=str(tmp_path / "eval.jsonl"), n_train=4,
+                n_eval=3, max_new_tokens=7, greedy=True)
+    ctx = _context(StressConfig(model=str(model), defences=("none", "constrained"), **data), tmp_path / "out")
+    assert len(ctx.benign) == 4 and ctx.safety == []  # no alignment examples mixed into the user's task
+    assert ctx.plan.sampling.max_new_tokens == 7 and not ctx.plan.sampling.do_sample
+    with pytest.raises(DeepAlignError, match="--safety-data"):
+        _context(StressConfig(model=str(model), defences=("lisa",), **data), tmp_path / "out2")

@@ -96,8 +96,8 @@ def _context(config: StressConfig, out: Path) -> Context:
     attack_config = FinetuneAttackConfig(
         data=config.benign_data, eval_data=config.task_eval, eval_prompts=config.eval_prompts, n_train=config.n_train,
         n_eval=config.n_eval, metric=config.metric, judge=config.judge, eval_batch_size=config.eval_batch_size,
-        n_safety=config.n_alignment, safety_data=config.safety_data, max_new_tokens=config.max_new_tokens,
-        greedy=config.greedy)
+        n_safety=config.n_alignment if "lisa" in config.defences else 0,  # only Lisa's alignment data needs them
+        safety_data=config.safety_data, max_new_tokens=config.max_new_tokens, greedy=config.greedy)
     plan = plan_attack(model_path, "benign", attack_config)
     safety = safety_records(d, attack_config) if "lisa" in config.defences else []
     return Context(config, out, attack_config, plan, load_pairs(harmful_source), list(plan.train),

@@ -23,12 +23,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deepalign.data.schemas import PairRecord
+from deepalign.data.texts import REFUSAL_SETS
 from deepalign.errors import DeepAlignError
 from deepalign.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from deepalign.meta import write_run_metadata
 from deepalign.models import load_model
 from deepalign.train.augment import fallback_refusal
 from deepalign.train.config import DeepAlignConfig, LoraArguments
+
+
+def _refusals_field():
+    return field(default="varied", metadata={
+        "help": "Refusal texts trained on: 'varied' (30 refusals, most opening with 'I') or 'sorry' (all open "
+                "with 'Sorry', a first token compliant answers do not share).", "choices": tuple(REFUSAL_SETS)})
+
+
+def _bf16_field():
+    return field(default=False, metadata={
+        "help": "Train under bf16 autocast (faster on GPUs and on CPUs with AMX: deepalign.models.bf16_is_fast)."})
 
 
 @dataclass
@@ -43,11 +55,8 @@ class RefusalSFTConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     max_length: int = field(default=256, metadata={"help": "Examples are truncated to this many tokens."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of the refusal chosen per prompt."})
-    refusals: str = field(default="varied", metadata={
-        "help": "Refusal texts trained on: 'varied' (30 refusals, most opening with 'I') or 'sorry' (all open "
-                "with 'Sorry', a first token compliant answers do not share)."})
-    bf16: bool = field(default=False, metadata={
-        "help": "Train under bf16 autocast (faster on GPUs and on CPUs with AMX: deepalign.models.bf16_is_fast)."})
+    refusals: str = _refusals_field()
+    bf16: bool = _bf16_field()
 
 
 @dataclass
@@ -75,11 +84,8 @@ class PreferenceConfig:
     loss_type: str = field(default="sigmoid", metadata={"help": "TRL DPO loss type (sigmoid = the DPO paper's)."})
     max_length: int = field(default=256, metadata={"help": "Prompt + answer tokens kept per pair."})
     seed: int = field(default=0, metadata={"help": "Seed of training, shuffling and the refusal per prompt."})
-    refusals: str = field(default="varied", metadata={
-        "help": "Refusal texts trained on: 'varied' (30 refusals, most opening with 'I') or 'sorry' (all open "
-                "with 'Sorry', a first token compliant answers do not share)."})
-    bf16: bool = field(default=False, metadata={
-        "help": "Train under bf16 autocast (faster on GPUs and on CPUs with AMX: deepalign.models.bf16_is_fast)."})
+    refusals: str = _refusals_field()
+    bf16: bool = _bf16_field()
 
     def __post_init__(self) -> None:
         for name in ("rejected_tokens", "benign_tokens"):
