@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepalign.depth.margin import HOLD_FAILS, HOLD_HOLDS, margin_for
 from deepalign.report.claims.common import Summaries, rate_of, stage
 from deepalign.report.document import Section
 from deepalign.report.figures import plot_margins
@@ -31,14 +30,15 @@ def margin_section(summaries: Summaries, run: Path) -> Section | None:
                      ", ".join(f"{rep['auto_beta_1']:g}" for rep in reports),
                      str(refusal), str(over)])
     lines = runs[0].get("reference_lines") or {}
+    bounds = sorted(lines.values())  # the margins where a ~50-step attack leaves reach / is out of reach
+    reach = (f"it is within reach of a ~50-step attack below about {bounds[0]:.1f} nats and out of reach above about "
+             f"{bounds[-1]:.1f}" if len(bounds) == 2 else "the run recorded no reach thresholds")
     plot_margins(curves, run / "figures" / "margin.png", title="Refusal margin on held-out harmful prompts",
                  lines=lines)
     text = ("The refusal margin of a prompt is minus the log of the first-token probability mass that does not start "
             "a refusal (nats; greedy lookahead judged by the suite's judge). A constrained fine-tuning attack with "
             "beta_1 = 0.5 needs M(m) = 1/2 + (e^{0.5 m} - 1) / m times the steps SFT needs to flip a prompt of "
-            f"margin m: it is within reach of a ~50-step attack below about {margin_for(HOLD_FAILS, 0.5):.1f} nats "
-            f"and out of reach above about {margin_for(HOLD_HOLDS, 0.5):.1f} (deepalign.depth.margin; the dashed "
-            "lines). Values per seed are separated by /.")
+            f"margin m: {reach} (deepalign.depth.margin; the dashed lines). Values per seed are separated by /.")
     header = ["model", "median margin (nats)", "q10", "beta_1 = 0.5 holds?", "auto beta_1",
               "refuses harmful (greedy)", "over-refuses benign (greedy)"]
     return Section("Refusal margin and over-refusal of each model", text, (header, rows), ["figures/margin.png"])
