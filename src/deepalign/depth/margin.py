@@ -201,10 +201,10 @@ def _judged_candidates(model, tokenizer, prompt_ids: Sequence[Sequence[int]], fo
 
 
 def _second_token_margins(model, tokenizer, prompt_ids, prompts, refuses, config: MarginConfig, logp, index,
-                          refusing, progress: bool) -> list[float]:
-    """Depth-2 margins [N] (nats): the first level's non-refusal mass, plus, for each of the ``expand`` most
-    likely refusing first tokens v, pi(v) times the non-refusal mass of the second token after v. Refusing
-    first tokens not expanded keep counting as refusal."""
+                          refusing, first: Sequence[float], progress: bool) -> list[float]:
+    """Depth-2 margins [N] (nats): the first level's non-refusal mass (``first``: its depth-1 margins), plus, for
+    each of the ``expand`` most likely refusing first tokens v, pi(v) times the non-refusal mass of the second
+    token after v. Refusing first tokens not expanded keep counting as refusal."""
     expanded = [(i, int(index[i, j])) for i in range(len(prompt_ids))
                 for j in [j for j in range(index.shape[1]) if refusing[i, j]][: config.expand]]
     parts: list[list[torch.Tensor]] = [[] for _ in prompt_ids]
@@ -215,7 +215,6 @@ def _second_token_margins(model, tokenizer, prompt_ids, prompts, refuses, config
         second = margins_from_logprobs(logp2, index2, refusing2)  # -log non-refusal mass after v
         for (i, v), m in zip(expanded, second, strict=True):
             parts[i].append(logp[i, v] - m)
-    first = margins_from_logprobs(logp, index, refusing)
     return [-float(torch.stack([torch.tensor(-first[i]), *parts[i]]).logsumexp(0)) for i in range(len(prompt_ids))]
 
 
@@ -233,7 +232,7 @@ def refusal_margins(model, tokenizer, records, refuses: Refuses, config: MarginC
                                                config, progress)
     first = margins_from_logprobs(logp, index, refusing)
     margins = (_second_token_margins(model, tokenizer, prompt_ids, prompts, refuses, config, logp, index, refusing,
-                                     progress) if config.depth == 2 else first)
+                                     first, progress) if config.depth == 2 else first)
     out = []
     for i, r in enumerate(records):
         answer = None

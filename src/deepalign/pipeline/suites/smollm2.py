@@ -6,8 +6,8 @@ AdvBench and HarmBench prompts with our refusal texts (the "sorry" set: one open
 share) and benign anchors (the base's own answers to benign prompts we wrote); ``aligned`` = DPO (TRL) from
 ``sft``, our refusal preferred to the first token of the base's own harmful answer, plus benign anchors.
 ``deep`` = ``aligned`` after the paper's safety-recovery augmentation (``deepalign train --preset
-paper-augment``: LoRA rank 64, merged). The ``margin`` stage measures
-each model's refusal margin, greedy refusal and benign over-refusal. Harmful text lives only in the run folder.
+paper-augment``: LoRA rank 64, merged). The ``margin`` stage measures each model's refusal margin, greedy
+refusal and benign over-refusal. Harmful text lives only in the run folder.
 
 Stages, per seed: setup -> sft -> aligned -> deep -> margin, then the shared measurements (KL, refusal
 prefixes, prefilling, decoding, GCG, the fine-tuning attack: SFT, the paper's constrained schedule, uniform
@@ -59,7 +59,7 @@ ATTACK_EPOCHS = 6  # 64 attack examples / batch 8 x 6 epochs = 48 optimizer step
 ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of Llama-2-7B)
 # The refusal texts of alignment and augmentation: all open with "Sorry", a first token SmolLM2's compliant
 # answers do not share (with the varied set, most open with "I", and constrained fine-tunes kept "I" and went on
-# "I'm glad to ..."; dev seed 100, docs/reproduce.md)
+# "I'm glad to ..."; dev seed 100, docs/smollm2-alignment.md)
 REFUSAL_SET = "sorry"
 # DPO of the aligned model (dev seed 100, docs/smollm2-alignment.md): the rejected side cut to the harmful answer's
 # first token, lr 2e-4, 4 epochs: median margin 27 nats, prefill ASR 83% at k = 5 (shallow), over-refusal 0 of 12
