@@ -55,6 +55,9 @@ BASE = "smollm2-135m-instruct"
 SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign_eval": 48, "answer_tokens": 128},
          True: {"train": 8, "eval": 4, "finetune": 8, "benign": 4, "benign_eval": 4, "answer_tokens": 48}}
 ANCHOR_TOKENS = 64  # the deep stage's utility anchors: the base's benign answers cut to this many tokens
+# The deep stage augments the first 64 of the 128 alignment prompts (160 steps, about half the time of 128; dev seed
+# 100: prefill ASR <= 6% at every k with 64, docs/smollm2-alignment.md)
+DEEP_TRIPLETS = 64
 ATTACK_EPOCHS = 6  # 64 attack examples / batch 8 x 6 epochs = 48 optimizer steps (the paper's attacks: ~50)
 ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of Llama-2-7B)
 # The refusal texts of alignment and augmentation: all open with "Sorry", a first token SmolLM2's compliant
@@ -123,11 +126,11 @@ def dpo_stage(ctx: RunContext) -> dict:
 
 
 def deepen(ctx: RunContext) -> dict:
-    """The paper's safety-recovery augmentation of ``aligned`` (preset paper-augment: LoRA rank 64, merged) with
-    the base's harmful answers and benign anchors cut to ANCHOR_TOKENS tokens."""
+    """The paper's safety-recovery augmentation of ``aligned`` (preset paper-augment: LoRA rank 64, merged) on
+    DEEP_TRIPLETS prompts, with the base's harmful answers and benign anchors cut to ANCHOR_TOKENS tokens."""
     import time
 
-    triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))
+    triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))[:DEEP_TRIPLETS]
     aligned = str(ctx.setup / "aligned")
     _, tok = load_model(aligned)
     anchors = [PairRecord(p.id, p.prompt, truncate_tokens(tok, p.response, ANCHOR_TOKENS), p.category)
