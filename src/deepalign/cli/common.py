@@ -42,9 +42,9 @@ def judge_args(p: argparse.ArgumentParser, default: str = "keyword") -> None:
     from deepalign.judges.apply import DEFAULT_MAX_FAILURE_SHARE
 
     p.add_argument("--judge", default=default,
-                   help="keyword | exact | llm | classifier:PATH | probe | hybrid | offline (the best offline judge) "
-                        "| llm-paper | strongreject | harmbench:PATH | harmbench-mistral:PATH | llama-guard[:PATH] "
-                        f"(default: {default}; see docs/judges.md)")
+                   help="keyword | exact | llm | classifier:PATH | probe | hybrid | hybrid-read | offline (the best "
+                        "offline judge) | llm-paper | strongreject | harmbench:PATH | harmbench-mistral:PATH "
+                        f"| llama-guard[:PATH] (default: {default}; see docs/judges.md)")
     p.add_argument("--sees-prefill", action="store_true", help="judge prefill + response, not the response alone")
     p.add_argument("--markers", default=None, choices=["ours", "paper"],
                    help="keyword: refusal-marker preset (default ours; paper: the paper's public code's list)")
@@ -77,9 +77,9 @@ def make_judge_from_args(args: argparse.Namespace):
     elif kind in ("llm", "llm-paper", "strongreject") or (kind == "llama-guard" and not path):
         options.update(model=args.judge_model, base_url=args.judge_base_url, concurrency=args.concurrency,
                        timeout=args.timeout, max_retries=args.max_retries, cache_dir=args.cache_dir)
-    elif kind in ("probe", "hybrid", "harmbench", "harmbench-mistral"):
+    elif kind in ("probe", "hybrid", "hybrid-read", "harmbench", "harmbench-mistral"):
         options.update(batch_size=args.judge_batch_size, device=args.device, progress=not args.no_progress)
-        if kind in ("probe", "hybrid") and not path:  # the default probe, built on first use
+        if kind in ("probe", "hybrid", "hybrid-read") and not path:  # the default probe, built on first use
             from deepalign.pipeline.probe import ensure_probe
 
             spec = f"{kind}:{ensure_probe(progress=not args.no_progress)}"

@@ -176,6 +176,11 @@ class ProbeJudge(Judge):
             out[i] = value
         return out
 
+    def reads_in_full(self, item: JudgeInput) -> bool:
+        """Whether the probe reads the whole judged response (at most ``max_response_tokens`` tokens)."""
+        ids = self.extractor.tokenizer(self.judged_text(item), add_special_tokens=False)["input_ids"]
+        return len(ids) <= self.extractor.max_response_tokens
+
     def judge(self, items: list[JudgeInput]) -> list[Judgment]:
         out = []
         for p in self.probabilities(items):

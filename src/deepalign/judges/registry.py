@@ -22,6 +22,7 @@ JUDGES = {
     "classifier": "deepalign.judges.classifier:ClassifierJudge",
     "probe": "deepalign.judges.probe:ProbeJudge",
     "hybrid": "deepalign.judges.hybrid:HybridJudge",
+    "hybrid-read": "deepalign.judges.hybrid:read_hybrid",
     "llm-paper": "deepalign.judges.paper:PaperLLMJudge",
     "strongreject": "deepalign.judges.reference.strongreject:StrongRejectJudge",
     "harmbench": "deepalign.judges.reference.harmbench:HarmBenchJudge",
@@ -35,12 +36,13 @@ JUDGES = {
 ALIASES = {"offline": "keyword"}
 # judges that take a local folder after ':' (True: required)
 PATH_JUDGES = {"classifier": True, "harmbench": True, "harmbench-mistral": True, "llama-guard": False,
-               "probe": False, "hybrid": False}
+               "probe": False, "hybrid": False, "hybrid-read": False}
 
 
 def make_judge(spec: str, **options: Any) -> Judge:
     """Build a judge from a spec: ``keyword[:ours|paper]`` | ``exact`` | ``llm`` | ``classifier:PATH`` |
-    ``probe[:PATH]`` | ``hybrid[:PATH]`` | ``offline`` (an alias, :data:`ALIASES`) | ``llm-paper`` | ``strongreject`` |
+    ``probe[:PATH]`` | ``hybrid[:PATH]`` | ``hybrid-read[:PATH]`` | ``offline`` (an alias, :data:`ALIASES`) |
+    ``llm-paper`` | ``strongreject`` |
     ``harmbench:PATH`` | ``harmbench-mistral:PATH`` | ``llama-guard[:PATH]``.
 
     ``options`` are passed to the judge's constructor (e.g. ``sees_prefill=True``, ``model=...``);
@@ -50,8 +52,8 @@ def make_judge(spec: str, **options: Any) -> Judge:
     kind, _, arg = spec.partition(":")
     if kind not in JUDGES:
         raise DeepAlignError(f"unknown judge {spec!r}; choose one of: keyword, exact, llm, classifier:PATH, probe, "
-                             "hybrid, offline, llm-paper, strongreject, harmbench:PATH, harmbench-mistral:PATH, "
-                             "llama-guard")
+                             "hybrid, hybrid-read, offline, llm-paper, strongreject, harmbench:PATH, "
+                             "harmbench-mistral:PATH, llama-guard")
     if kind == "keyword" and arg in ("ours", "paper"):  # a refusal-marker preset
         options["markers"] = arg
     elif kind in PATH_JUDGES:
