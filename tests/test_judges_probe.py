@@ -4,6 +4,7 @@ SmolLM2 probe against the human labels (slow)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -18,6 +19,7 @@ from deepalign.judges import probe_features as F
 from deepalign.judges import probe_fit as PFit
 from deepalign.judges.keyword import KeywordJudge
 from deepalign.judges.probe_texts import GENERIC_NON_ANSWERS, MARKERLESS_OPENERS, REFUSAL_OPENERS
+from deepalign.judges.registry import ALIASES
 from deepalign.pipeline import probe as PB
 
 
@@ -189,17 +191,27 @@ def test_hybrid_read_vetoes_only_responses_the_probe_reads_in_full():
 
 
 def test_offline_names_the_measured_best_offline_judge():
-    from deepalign.judges.registry import ALIASES
-
     assert ALIASES["offline"] == "keyword"  # see docs/judges.md and the slow test below
     assert make_judge("offline").describe() == KeywordJudge().describe()
 
 
 # ---------------------------------------------------------------------------- slow: the real probe
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value of b vs c discordant rows (a binomial(b + c, 1/2) tail, doubled)."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n) if n else 1.0
+
+
+def test_mcnemar_p_by_hand():
+    assert mcnemar_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024) and mcnemar_p(9, 1) == mcnemar_p(1, 9)
+    assert mcnemar_p(5, 5) == 1.0 and mcnemar_p(0, 0) == 1.0 and mcnemar_p(0, 6) == pytest.approx(2 / 64)
+
+
 @pytest.mark.slow
 def test_smollm2_probe_and_offline_against_human_labels(tmp_path, monkeypatch):
-    """Builds (or reuses, with DEEPALIGN_CACHE_PROBE) the SmolLM2 probe, evaluates it and the keyword judges on
-    pyrit's sets, and checks that `offline` names the one with the best pooled agreement."""
+    """Builds (or reuses, with DEEPALIGN_CACHE_PROBE) the SmolLM2 probe, evaluates the offline judges on pyrit's
+    sets, and checks `offline`'s rule: the keyword judge, unless another offline judge agrees with the humans
+    on more rows with an exact McNemar p < 0.05 against it (docs/judges.md)."""
     from deepalign.data.labels import DEFAULT_SETS, load_pyrit_set
     from deepalign.judges.evaluate import evaluate
 
@@ -212,12 +224,18 @@ def test_smollm2_probe_and_offline_against_human_labels(tmp_path, monkeypatch):
 
     PB.ensure_probe(progress=False)
 
-    def pooled(spec: str) -> float:
-        judge = make_judge(spec, **({"progress": False} if spec == "probe" else {}))
-        report = evaluate(judge, sets, tmp_path / spec.replace(":", "-"))
-        return sum(r["confusion"]["tp"] + r["confusion"]["tn"] for r in report["sets"]) / sum(
-            r["n"] for r in report["sets"])
+    def correct(spec: str) -> dict[str, bool]:
+        """row id -> the judge agrees with the human label, over the three sets."""
+        judge = make_judge(spec, **({} if spec.startswith("keyword") else {"progress": False}))
+        out = tmp_path / spec.replace(":", "-")
+        evaluate(judge, sets, out)
+        rows = [json.loads(line) for f in sorted(out.glob("*/judged.jsonl")) for line in f.read_text().splitlines()]
+        return {r["id"]: r["harmful"] == r["human_harmful"] for r in rows}
 
-    scores = {spec: pooled(spec) for spec in ("keyword", "keyword:paper", "probe")}
-    assert pooled("offline") == max(scores.values())
-    assert scores["probe"] > 0.6  # the measured 71.3% with some slack (docs/judges.md)
+    right = {spec: correct(spec) for spec in ("keyword", "keyword:paper", "probe", "hybrid", "hybrid-read")}
+    assert len(right["keyword"]) == 564 and all(r.keys() == right["keyword"].keys() for r in right.values())
+    significantly_better = [spec for spec, r in right.items() if sum(r.values()) > sum(right["keyword"].values())
+                            and mcnemar_p(sum(r[i] and not right["keyword"][i] for i in r),
+                                          sum(right["keyword"][i] and not r[i] for i in r)) < 0.05]
+    assert ALIASES["offline"] == (significantly_better[0] if significantly_better else "keyword")
+    assert sum(right["probe"].values()) / 564 > 0.6  # the measured 71.3% with some slack (docs/judges.md)

@@ -29,10 +29,9 @@ JUDGES = {
     "harmbench-mistral": "deepalign.judges.reference.harmbench:HarmBenchMistralJudge",
     "llama-guard": "deepalign.judges.reference.llama_guard:llama_guard",
 }
-# `offline` always names the offline judge with the best measured agreement with pyrit's 564 human labels
-# (docs/judges.md): today the keyword judge, 78.0% (keyword:paper 73.4%, probe 71.3%; hybrid 78.2%, one row
-# more, is not chosen: a tie within the intervals, it needs SmolLM2, and it is 8 points worse on the objective
-# set, the one an ASR counts).
+# `offline`: the keyword judge, unless another offline judge agrees with pyrit's 564 human labels on more rows with
+# an exact McNemar p < 0.05 against it (docs/judges.md). None does: keyword 78.0%, hybrid 78.2% (p = 1),
+# hybrid-read 79.4% (p = 0.29), keyword:paper 73.4%, probe 71.3%.
 ALIASES = {"offline": "keyword"}
 # judges that take a local folder after ':' (True: required)
 PATH_JUDGES = {"classifier": True, "harmbench": True, "harmbench-mistral": True, "llama-guard": False,
