@@ -1,5 +1,5 @@
 """`deepalign reproduce --suite smollm2 --quick`: every stage runs (refusal SFT, DPO, paper-augment, margin, the
-shared measurements, the fine-tuning attack with the auto schedule) within 10 minutes of CPU time (one thread:
+shared measurements, the fine-tuning attacks) within 10 minutes of CPU time (one thread:
 about the wall time on a quiet machine), and the report and
 claims.json come out. Slow: loads SmolLM2-135M-Instruct (converted into $DEEPALIGN_CACHE on first use)."""
 
@@ -41,7 +41,7 @@ def test_smollm2_quick_runs_every_stage_within_ten_minutes(tmp_path):
     assert cpu <= QUICK_LIMIT_S, {name: s["seconds"] for name, s in stages.items()}
     assert stages["aligned"]["method"] == "dpo" and stages["deep"]["method"] == "paper-augment"
     assert set(stages["margin"]) >= {"base", "sft", "aligned", "deep"}
-    assert stages["finetune"]["constrained-auto"]["beta_schedule"].endswith(",2,2,2,2,0.1")
+    assert set(stages["finetune"]) == {"sft", "constrained", "constrained-uniform2"}
     claims = json.loads((out / "claims.json").read_text())
     assert claims["schema_version"] == 1 and len(claims["claims"]) == 9
     assert claims["claims"][1]["verdict"] == "needs a judge that reads past a forced refusal"
