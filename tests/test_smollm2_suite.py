@@ -41,7 +41,7 @@ def test_smollm2_quick_runs_every_stage_within_ten_minutes(tmp_path):
     assert cpu <= QUICK_LIMIT_S, {name: s["seconds"] for name, s in stages.items()}
     assert stages["aligned"]["method"] == "dpo" and stages["deep"]["method"] == "paper-augment"
     assert set(stages["margin"]) >= {"base", "sft", "aligned", "deep"}
-    assert set(stages["finetune"]) == {"sft", "constrained", "constrained-uniform2"}
+    assert set(stages["finetune"]) - {"seconds"} == {"sft", "constrained", "constrained-uniform2"}
     claims = json.loads((out / "claims.json").read_text())
     assert claims["schema_version"] == 1 and len(claims["claims"]) == 9
     assert claims["claims"][1]["verdict"] == "needs a judge that reads past a forced refusal"
