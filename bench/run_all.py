@@ -1,16 +1,19 @@
 """Run every benchmark and print one table: target, measured value, pass/fail.
 
 Each benchmark script prints lines ``<measure> = <value>   (target <= X)`` (or ``>= X``); this runner
-collects them, and times ``deepalign reproduce`` on a fresh temporary folder (target: 10 minutes).
+collects them, and times ``deepalign reproduce`` on a fresh temporary folder (target: 10 minutes); with
+``--only smollm2-quick``, ``deepalign reproduce --suite smollm2 --quick`` too (target: 10 minutes, stage times
+printed; SmolLM2 is converted into $DEEPALIGN_CACHE on first use, outside the timing only if already there).
 
-    python bench/run_all.py                        # everything (about 15-20 minutes on 2 CPU cores)
-    python bench/run_all.py --only kl generate     # some of: kl generate train reproduce
+    python bench/run_all.py                        # everything but smollm2-quick (15-20 minutes on 2 CPU cores)
+    python bench/run_all.py --only kl generate     # some of: kl generate train reproduce smollm2-quick
     python bench/run_all.py --quick                # smaller settings, a smoke run (ratios are noisier)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -26,6 +29,8 @@ TARGET_LINE = re.compile(
     r"^(?P<measure>.+?)\s*=\s*(?P<value>[-+0-9.eE]+)x?\s+\(target (?P<op><=|>=) (?P<target>[0-9.]+)\)"
 )
 REPRODUCE_TARGET_S = 600.0
+TIMED_RUNS = {"reproduce": ("reproduce wall time (s)", ()),
+              "smollm2-quick": ("reproduce --suite smollm2 --quick wall time (s)", ("--suite", "smollm2", "--quick"))}
 
 # name -> (script, full arguments, quick arguments)
 SCRIPTS = {
@@ -57,15 +62,21 @@ def run_script(name: str, quick: bool) -> tuple[list[tuple[str, float, str, floa
     return parse_targets(proc.stdout), ""
 
 
-def time_reproduce() -> tuple[float | None, str]:
-    """Seconds of ``deepalign reproduce`` on a fresh folder (a subprocess; the organism cache is kept)."""
+def time_reproduce(*extra: str) -> tuple[float | None, str]:
+    """Seconds of ``deepalign reproduce [extra]`` on a fresh folder (a subprocess; the model caches are kept);
+    each stage's seconds are printed from its summary.json."""
     with tempfile.TemporaryDirectory(prefix="deepalign-bench-") as tmp:
         cmd = [sys.executable, "-c", "import sys; from deepalign.cli import main; sys.exit(main())",
-               "reproduce", "--out", str(Path(tmp) / "run"), "--no-progress"]
-        print("$ deepalign reproduce --out <fresh temp folder> --no-progress", flush=True)
+               "reproduce", *extra, "--out", str(Path(tmp) / "run"), "--no-progress"]
+        print(f"$ deepalign reproduce {' '.join(extra)} --out <fresh temp folder> --no-progress".replace("  ", " "),
+              flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         seconds = time.perf_counter() - start
+        for summary in sorted(Path(tmp).glob("run/seed*/*/summary.json")):
+            stage = json.loads(summary.read_text())
+            if isinstance(stage.get("seconds"), (int, float)):
+                print(f"  stage {summary.parent.name}: {stage['seconds']:.0f} s", flush=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return None, f"exit {proc.returncode} after {seconds:.0f} s: {tail}"
@@ -74,14 +85,15 @@ def time_reproduce() -> tuple[float | None, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=[*SCRIPTS, "reproduce"], default=[*SCRIPTS, "reproduce"])
+    ap.add_argument("--only", nargs="+", choices=[*SCRIPTS, *TIMED_RUNS], default=[*SCRIPTS, "reproduce"])
     ap.add_argument("--quick", action="store_true", help="smaller settings (a smoke run)")
     args = ap.parse_args()
     rows, failed = [], False
     for name in args.only:
-        if name == "reproduce":
-            seconds, error = time_reproduce()
-            results = [] if seconds is None else [("reproduce wall time (s)", seconds, "<=", REPRODUCE_TARGET_S)]
+        if name in TIMED_RUNS:
+            measure, extra = TIMED_RUNS[name]
+            seconds, error = time_reproduce(*extra)
+            results = [] if seconds is None else [(measure, seconds, "<=", REPRODUCE_TARGET_S)]
         else:
             results, error = run_script(name, args.quick)
         if error or not results:
