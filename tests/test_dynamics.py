@@ -46,3 +46,23 @@ def test_measurement_leaves_gradients_alone(tiny_tokenizer):
     examples = encode_records(tiny_tokenizer, PAIRS)
     position_losses_and_grad_norms(model, examples, 3)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_asr_callback_leaves_the_final_step_to_the_caller_when_asked(tmp_path):
+    from transformers import TrainerState
+
+    from deepalign.io import read_jsonl
+    from deepalign.train.dynamics import AsrCallback
+
+    model = torch.nn.Linear(1, 1)
+    for skip_final, expected in ((False, [0, 2, 4]), (True, [0, 2])):
+        path, seen = tmp_path / f"asr-{skip_final}.jsonl", []
+        callback = AsrCallback(path, lambda m, step: seen.append(step) or {"asr": step / 10}, [0, 2, 4],
+                               skip_final=skip_final)
+        state = TrainerState(max_steps=4)
+        callback.on_train_begin(None, state, None, model=model)
+        for step in range(1, 5):
+            state.global_step = step
+            callback.on_step_end(None, state, None, model=model)
+        assert seen == expected
+        assert [(r["step"], r["asr"]) for r in read_jsonl(path)] == [(s, s / 10) for s in expected]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -97,9 +98,23 @@ def gcg_stage(ctx: RunContext) -> dict:
     return summary
 
 
+def _record_ends(path: Path, steps: Sequence[int], initial: dict | None, result: dict) -> None:
+    """The ASR rows of step 0 (``initial``: the model before the attack) and of the last step (the attack's
+    ``after``) in ``path``, where they are checkpoints: the callback leaves these two evaluations to them."""
+    ends = [(0, initial), (result["steps"], result["after"])]
+    with ResultsWriter(path) as writer:
+        for step, evaluation in ends:
+            row_id = f"step-{step:07d}"
+            if step in steps and evaluation is not None and row_id not in writer.done:
+                writer.write({"id": row_id, "step": step, "asr": evaluation["asr"]["asr"],
+                              "n": evaluation["asr"]["n"]})
+
+
 def finetune_stage(ctx: RunContext) -> dict:
     """The harmful fine-tuning attack on ``aligned`` with SFT and with the constrained objective, with the
-    per-position loss / gradient norm and ASR recorded at checkpoints (training dynamics)."""
+    per-position loss / gradient norm and ASR recorded at checkpoints (training dynamics). ``aligned`` is
+    evaluated once, before the first attack (it is every attack's step 0), and each attack's last checkpoint is
+    its after-attack evaluation."""
     aligned = ctx.model("aligned")
     tok = load_tokenizer(aligned)
     attack = ctx.suite.attack_config(ctx)
@@ -118,15 +133,20 @@ def finetune_stage(ctx: RunContext) -> dict:
                                  sampling=plan.sampling, fmt=plan.eval_format, progress=False)
             return {"asr": r.asr, "n": r.n}
 
-        callbacks = [AsrCallback(out / "asr_steps.jsonl", asr_at, steps)]
+        callbacks = [AsrCallback(out / "asr_steps.jsonl", asr_at, [s for s in steps if s != 0], skip_final=True)]
         if name == "sft":  # the paper's Figure 3: per-position loss and gradient norm under the SFT attack
             probe = encode_records(tok, plan.train[: ctx.suite.dynamics_examples])
             callbacks.append(DynamicsCallback(out / "dynamics.jsonl", probe, steps, 20, tok.pad_token_id))
         objective = name.split("-")[0]
         peft = ctx.suite.attack_peft(ctx) if ctx.suite.attack_peft else None
-        config = replace(attack, auto_beta=schedule == "auto")
-        summary[name] = finetune_attack(aligned, "harmful", objective, out, config, training=training,
-                                        peft_config=peft, callbacks=callbacks, progress=ctx.progress).to_dict()
+        first = next(iter(summary), None)
+        config = replace(attack, auto_beta=schedule == "auto", eval_initial=first is None)
+        result = finetune_attack(aligned, "harmful", objective, out, config, training=training,
+                                 peft_config=peft, callbacks=callbacks, progress=ctx.progress).to_dict()
+        if first:  # the same aligned model, evaluated once
+            result["initial"] = summary[first]["initial"]
+        _record_ends(out / "asr_steps.jsonl", steps, result["initial"], result)
+        summary[name] = result
     return summary
 
 

@@ -88,10 +88,11 @@ class DynamicsCallback(TrainerCallback):
 
 class AsrCallback(TrainerCallback):
     """Calls ``evaluate(model, step) -> dict`` (e.g. an ASR summary) at the start of training and after
-    each optimizer step in ``steps``, and writes ``{"step", **result}`` rows to ``path``."""
+    each optimizer step in ``steps``, and writes ``{"step", **result}`` rows to ``path``. With
+    ``skip_final``, the last optimizer step is left to the caller (who evaluates the finished model anyway)."""
 
-    def __init__(self, path: str | os.PathLike, evaluate: Callable, steps: Sequence[int]):
-        self.path, self.evaluate, self.steps = Path(path), evaluate, set(steps)
+    def __init__(self, path: str | os.PathLike, evaluate: Callable, steps: Sequence[int], skip_final: bool = False):
+        self.path, self.evaluate, self.steps, self.skip_final = Path(path), evaluate, set(steps), skip_final
 
     def _record(self, state, model) -> None:
         if not state.is_world_process_zero:
@@ -107,5 +108,5 @@ class AsrCallback(TrainerCallback):
             self._record(state, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step in self.steps:
+        if state.global_step in self.steps and not (self.skip_final and state.global_step == state.max_steps):
             self._record(state, model)

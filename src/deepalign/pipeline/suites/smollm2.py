@@ -28,7 +28,7 @@ from deepalign.data.texts import REFUSAL_PREFIXES, benign_prompts
 from deepalign.depth.gcg import GCGAttackConfig
 from deepalign.depth.margin import MarginConfig, reference_lines
 from deepalign.generation import GenerationRequest, SamplingConfig, generate
-from deepalign.io import ResultsWriter, atomic_write_jsonl
+from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl
 from deepalign.judges.registry import make_judge
 from deepalign.models import bf16_is_fast
 from deepalign.pipeline.attack_plan import FinetuneAttackConfig
@@ -154,22 +154,27 @@ def deepen(ctx: RunContext) -> dict:
 def margin_stage(ctx: RunContext) -> dict:
     """Per model (base, sft, aligned, deep): the refusal margin on the held-out harmful prompts, their greedy
     refusal rate, and the over-refusal rate on the held-out benign prompts (keyword judge: a refusal is what
-    it calls not harmful)."""
+    it calls not harmful). Resumable per model: ``margin/<label>/measured.json`` is read back when there."""
     evaluation = load_pairs(str(ctx.setup / "eval_pairs.jsonl"))
     benign = load_pairs(str(ctx.setup / "benign_eval.jsonl"))
     judge = ctx.judge()
     config = MarginConfig(top=8 if ctx.config.quick else 24)
     summary: dict = {"reference_lines": reference_lines(config.beta_1)}
     for label in ("base", "sft", "aligned", "deep"):
+        done = ctx.dir / "margin" / label / "measured.json"
+        if done.exists():
+            summary[label] = json.loads(done.read_text())
+            continue
         model, tok = load_model(ctx.model(label))
-        report = measure_margin(model, tok, evaluation, judge, config, out_dir=ctx.dir / "margin" / label,
-                                label=label, progress=ctx.progress)
+        report = measure_margin(model, tok, evaluation, judge, config, out_dir=done.parent, label=label,
+                                progress=ctx.progress)
         tokens = min(48, ctx.config.max_new_tokens)
         summary[label] = {"margin": report.to_dict(),
                           "refusal": refusal_rate(model, tok, evaluation, judge, max_new_tokens=tokens,
                                                   progress=ctx.progress),
                           "over_refusal": refusal_rate(model, tok, benign, judge, max_new_tokens=tokens,
                                                        progress=ctx.progress)}
+        atomic_write_json(done, summary[label])
     return summary
 
 
