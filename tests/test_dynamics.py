@@ -57,7 +57,7 @@ def test_asr_callback_leaves_the_final_step_to_the_caller_when_asked(tmp_path):
     model = torch.nn.Linear(1, 1)
     for skip_final, expected in ((False, [0, 2, 4]), (True, [0, 2])):
         path, seen = tmp_path / f"asr-{skip_final}.jsonl", []
-        callback = AsrCallback(path, lambda m, step: seen.append(step) or {"asr": step / 10}, [0, 2, 4],
+        callback = AsrCallback(path, lambda m, step, seen=seen: seen.append(step) or {"asr": step / 10}, [0, 2, 4],
                                skip_final=skip_final)
         state = TrainerState(max_steps=4)
         callback.on_train_begin(None, state, None, model=model)
