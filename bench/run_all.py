@@ -68,8 +68,7 @@ def time_reproduce(*extra: str) -> tuple[float | None, str]:
     with tempfile.TemporaryDirectory(prefix="deepalign-bench-") as tmp:
         cmd = [sys.executable, "-c", "import sys; from deepalign.cli import main; sys.exit(main())",
                "reproduce", *extra, "--out", str(Path(tmp) / "run"), "--no-progress"]
-        print(f"$ deepalign reproduce {' '.join(extra)} --out <fresh temp folder> --no-progress".replace("  ", " "),
-              flush=True)
+        print(" ".join(["$ deepalign reproduce", *extra, "--out <fresh temp folder> --no-progress"]), flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         seconds = time.perf_counter() - start

@@ -98,10 +98,10 @@ def gcg_stage(ctx: RunContext) -> dict:
     return summary
 
 
-def _record_ends(path: Path, steps: Sequence[int], initial: dict | None, result: dict) -> None:
-    """The ASR rows of step 0 (``initial``: the model before the attack) and of the last step (the attack's
+def _record_ends(path: Path, steps: Sequence[int], result: dict) -> None:
+    """The ASR rows of step 0 (the attack's ``initial``: the model before it) and of the last step (its
     ``after``) in ``path``, where they are checkpoints: the callback leaves these two evaluations to them."""
-    ends = [(0, initial), (result["steps"], result["after"])]
+    ends = [(0, result["initial"]), (result["steps"], result["after"])]
     with ResultsWriter(path) as writer:
         for step, evaluation in ends:
             row_id = f"step-{step:07d}"
@@ -145,7 +145,7 @@ def finetune_stage(ctx: RunContext) -> dict:
                                  peft_config=peft, callbacks=callbacks, progress=ctx.progress).to_dict()
         if first:  # the same aligned model, evaluated once
             result["initial"] = summary[first]["initial"]
-        _record_ends(out / "asr_steps.jsonl", steps, result["initial"], result)
+        _record_ends(out / "asr_steps.jsonl", steps, result)
         summary[name] = result
     return summary
 
