@@ -9,11 +9,15 @@ Prints, measured in one run on the same examples (LoRA on SmolLM2-135M-Instruct,
                         one bare batched forward pass over the same batches (target <= 1.1)
   bf16 / float32      = (--bf16) the constrained step under bf16 autocast / in float32 (< 1: autocast pays;
                         deepalign.models.bf16_is_fast says where the suites turn it on)
+  sdpa / training attention = (--attention) the SFT step (and with --bf16 the constrained bf16 step) with
+                        PyTorch's sdpa attention / with the attention train() picks
+                        (deepalign.models.use_training_attention: eager on a CPU under bf16 autocast)
 Step runs alternate between objectives (rounds) so drifting machine load hits both alike.
 
     python bench/train.py                                 # SmolLM2-135M, LoRA, 4 x 128 tokens
     python bench/train.py --model organism-aligned --seq-len 64 --steps 10   # the tiny organism
     python bench/train.py --bf16                          # also the constrained step under bf16 autocast
+    python bench/train.py --attention --bf16 --ragged --batch-size 20 --seq-len 160   # sdpa against eager
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback
 
 from deepalign.chat import encode_example, pad_batch
 from deepalign.data import BENIGN_PROMPTS
-from deepalign.models import bf16_is_fast
+from deepalign.models import bf16_is_fast, use_training_attention
 from deepalign.pipeline.builtins import load_model
 from deepalign.train.augment import make_example
 from deepalign.train.collator import DeepAlignCollator
@@ -48,8 +52,9 @@ SENTENCES = (
 )
 
 
-def make_examples(tokenizer, n: int, seq_len: int) -> list[dict]:
-    """n examples of exactly seq_len tokens: a benign prompt and a long answer cut to fit."""
+def make_examples(tokenizer, n: int, seq_len: int, ragged: bool = False) -> list[dict]:
+    """n examples of exactly seq_len tokens (``ragged``: spread from seq_len / 2 to seq_len, so batches are padded,
+    as augmented ones are): a benign prompt and a long answer cut to fit."""
     prompts = [p for group in BENIGN_PROMPTS.values() for p in group]
     examples = []
     for i in range(n):
@@ -57,7 +62,8 @@ def make_examples(tokenizer, n: int, seq_len: int) -> list[dict]:
         enc = encode_example(tokenizer, prompts[i % len(prompts)], answer)
         if len(enc.input_ids) < seq_len:
             raise SystemExit(f"--seq-len {seq_len} is longer than the generated examples")
-        examples.append(make_example(enc.input_ids, enc.labels, seq_len))
+        length = seq_len // 2 + (i * 37) % (seq_len - seq_len // 2 + 1) if ragged else seq_len
+        examples.append(make_example(enc.input_ids, enc.labels, length))
     return examples
 
 
@@ -111,10 +117,12 @@ def make_trainer(kind: str, timer, *, model, tokenizer, examples, out_dir: str, 
     return DeepAlignTrainer(model, cfg, examples, tokenizer, callbacks=[timer])
 
 
-def median_step_times(trainers: dict, timers: dict, rounds: int) -> dict:
-    """Median step seconds per trainer over ``rounds`` alternating runs, each run's first (warm-up) step dropped."""
+def median_step_times(trainers: dict, timers: dict, rounds: int, before=lambda kind: None) -> dict:
+    """Median step seconds per trainer over ``rounds`` alternating runs, each run's first (warm-up) step dropped;
+    ``before(kind)`` is called before each run."""
     for _ in range(rounds):
         for k, trainer in trainers.items():
+            before(k)
             n = len(timers[k].times)
             trainer.train()
             del timers[k].times[n]
@@ -156,12 +164,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed reference/forward passes (mean)")
     ap.add_argument("--full", action="store_true", help="train all weights instead of LoRA")
     ap.add_argument("--bf16", action="store_true", help="also time the constrained step under bf16 autocast")
+    ap.add_argument("--attention", action="store_true", help="also time the SFT step with sdpa attention")
+    ap.add_argument("--ragged", action="store_true", help="examples of seq_len / 2 to seq_len tokens (padded batches)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from peft import LoraConfig, get_peft_model
 
     model, tok = load_model(args.model)
-    examples = make_examples(tok, args.n, args.seq_len)
+    examples = make_examples(tok, args.n, args.seq_len, args.ragged)
     t_fwd, t_ref = reference_and_forward(model, examples, args.batch_size, tok.pad_token_id, args.repeats)
     _, t_fp = median_time(lambda: weights_fingerprint(model), 1)
 
@@ -173,17 +183,24 @@ def main() -> None:
     build = partial(make_trainer, model=model, tokenizer=tok, examples=examples, out_dir=tmp,
                     batch_size=args.batch_size, steps=args.steps)
 
-    kinds = ("sft", "constrained", "stock") + (("constrained-bf16",) if args.bf16 else ())
+    kinds = ("sft", "constrained", "stock") + (("constrained-bf16",) if args.bf16 else ()) + (
+        ("sft-sdpa",) if args.attention else ()) + (("constrained-bf16-sdpa",) if args.attention and args.bf16 else ())
     timers = {k: StepTimer() for k in kinds}
-    trainers = {k: build(k.removesuffix("-bf16"), timers[k], **({"bf16": True} if k.endswith("-bf16") else {}))
+    trainers = {k: build(k.split("-")[0], timers[k], **({"bf16": True} if "-bf16" in k else {}))
                 for k in kinds}  # the constrained ones cache their reference here
     for trainer in trainers.values():
         trainer.remove_callback(PrinterCallback)
-    step = median_step_times(trainers, timers, args.rounds)
+    def attention(kind: str) -> None:  # what train() sets for the kind, or sdpa
+        args = trainers[kind].args
+        use_training_attention(model, args.device, bf16=args.bf16) if not kind.endswith("-sdpa") else \
+            model.set_attn_implementation("sdpa")
+
+    step = median_step_times(trainers, timers, args.rounds, before=attention)
 
     mode = "full" if args.full else "LoRA r=16"
     print(
-        f"model={args.model} {mode} batch={args.batch_size} x {args.seq_len} tokens examples={args.n} "
+        f"model={args.model} {mode} batch={args.batch_size} x {'up to ' if args.ragged else ''}{args.seq_len} tokens "
+        f"examples={args.n} "
         f"threads={torch.get_num_threads()} dtype={next(model.parameters()).dtype}"
     )
     print_table(
@@ -198,6 +215,7 @@ def main() -> None:
             ["SFT step (stock transformers.Trainer)", ms(step["stock"]), len(timers["stock"].times)],
             *([["constrained step, bf16 autocast", ms(step["constrained-bf16"]), len(timers["constrained-bf16"].times)]]
               if args.bf16 else []),
+            *([[f"{k} step", ms(step[k]), len(timers[k].times)] for k in kinds if k.endswith("-sdpa")]),
             [f"bare forward over {args.n} examples (mean)", ms(t_fwd), args.repeats],
             [f"reference pass over {args.n} examples (mean)", ms(t_ref), args.repeats],
             ["weights fingerprint (once per cache lookup)", ms(t_fp), 1],
@@ -209,6 +227,9 @@ def main() -> None:
     if args.bf16:
         print(f"constrained bf16 autocast / float32 step = {step['constrained-bf16'] / step['constrained']:.3f}"
               f"   (bf16_is_fast() = {bf16_is_fast()})")
+    for k in (k for k in kinds if k.endswith("-sdpa")):
+        kind = k.removesuffix("-sdpa")
+        print(f"{kind} step: sdpa / training attention = {step[k] / step[kind]:.3f}   (> 1: train()'s choice pays)")
     print(f"reference pass / forward     = {t_ref / t_fwd:.3f}   (target <= 1.1)")
 
 

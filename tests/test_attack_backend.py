@@ -17,7 +17,7 @@ from deepalign.pipeline.attacks import run_prefill
 
 
 def test_attack_config_checks_the_backend_and_takes_its_batch_size():
-    assert (PrefillConfig().backend, PrefillConfig().batch_size) == ("hf", 16)
+    assert (PrefillConfig().backend, PrefillConfig().batch_size) == ("hf", 64)
     assert PrefillConfig(backend="vllm").batch_size == 512
     assert PrefillConfig(backend="vllm", batch_size=3).batch_size == 3
     with pytest.raises(DeepAlignError, match="unknown generation backend 'tgi'"):

@@ -7,7 +7,7 @@ import torch
 from conftest import build_tiny_llama
 
 from deepalign.errors import DeepAlignError
-from deepalign.models import load_model, load_tokenizer, same_vocabulary
+from deepalign.models import load_model, load_tokenizer, same_vocabulary, use_training_attention
 
 
 @pytest.fixture
@@ -69,3 +69,37 @@ def test_folder_without_config(tmp_path):
 def test_same_vocabulary(tiny_tokenizer, llama2_tokenizer):
     assert same_vocabulary(tiny_tokenizer, tiny_tokenizer)
     assert same_vocabulary(tiny_tokenizer, llama2_tokenizer)  # same BPE, different template
+
+
+@pytest.mark.parametrize(("device", "bf16", "expected"), [
+    ("cpu", True, "eager"),  # the CPU flash-attention backward is the slow part of a bf16 step
+    ("cpu", False, "sdpa"),  # float32 on the CPU: sdpa was faster (bench/train.py --attention)
+    ("cuda", True, "sdpa"),  # an accelerator keeps the model's own kernel
+])
+def test_training_attention_auto(tiny_model, device, bf16, expected):
+    tiny_model.set_attn_implementation("sdpa")
+    assert use_training_attention(tiny_model, device, bf16=bf16) == expected
+    assert tiny_model.config._attn_implementation == expected
+
+
+def test_training_attention_named_and_unknown(tiny_model):
+    assert use_training_attention(tiny_model, "cpu", "eager") == "eager"
+    assert tiny_model.config._attn_implementation == "eager"
+    with pytest.raises(DeepAlignError, match="attention 'no-such-kernel'"):
+        use_training_attention(tiny_model, "cpu", "no-such-kernel")
+
+
+def test_eager_and_sdpa_training_losses_agree(tiny_model):
+    """The kernel changes speed, not the numbers: loss and gradients agree to float32 rounding."""
+    ids = torch.randint(3, tiny_model.config.vocab_size, (2, 12))
+
+    def loss_and_grad(kernel):
+        tiny_model.set_attn_implementation(kernel)
+        tiny_model.zero_grad()
+        loss = tiny_model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.item(), tiny_model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+
+    (l_eager, g_eager), (l_sdpa, g_sdpa) = loss_and_grad("eager"), loss_and_grad("sdpa")
+    assert l_eager == pytest.approx(l_sdpa, rel=1e-5)
+    assert torch.allclose(g_eager, g_sdpa, atol=1e-6, rtol=1e-4)

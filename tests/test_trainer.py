@@ -322,3 +322,27 @@ def test_forward_logps_keeps_only_needed_logits(tiny_tokenizer, tiny_model):
     assert out.logits.shape[1] == batch["input_ids"].shape[1] - first + 1  # from the first prediction on
     torch.testing.assert_close(kept, full, atol=1e-5, rtol=0)
     torch.testing.assert_close(full, _batch_logps(tiny_model, batch), atol=1e-6, rtol=0)
+
+
+def test_heap_trim_only_after_growth(monkeypatch):
+    """malloc_trim runs at the end of a step only once resident memory exceeds 1.25x the first step's."""
+    from deepalign.train import callbacks
+
+    rss = iter([100, 110, 126, 120, 125, 200])
+    monkeypatch.setattr(callbacks, "resident_bytes", lambda: next(rss))
+    calls = []
+    trim = callbacks.HeapTrimCallback()
+    trim._trim = calls.append
+    for _ in range(6):
+        trim.on_step_end(None, None, None)
+    assert trim.baseline == 100 and trim.trims == 2 and calls == [0, 0]  # at 126 and at 200
+
+
+def test_heap_trim_is_real_on_this_machine():
+    """Under glibc the callback finds malloc_trim and a real call returns (1: memory was released, 0: none)."""
+    from deepalign.train.callbacks import HeapTrimCallback, resident_bytes
+
+    trim = HeapTrimCallback()
+    if trim._trim is None:
+        pytest.skip("not glibc")
+    assert trim._trim(0) in (0, 1) and resident_bytes() > 0

@@ -133,6 +133,23 @@ def _apply_adapter(model, adapter: str):
         ) from None
 
 
+def use_training_attention(model, device: torch.device | str, choice: str = "auto", *, bf16: bool = False) -> str:
+    """Set the attention kernel of a model that will train on ``device`` (under bf16 autocast when ``bf16``) and
+    return its name. ``"auto"``: ``"eager"`` on the CPU under bf16 autocast (there the CPU flash-attention
+    backward of ``"sdpa"`` dominates a SmolLM2 step on short sequences: bench/train.py --attention --bf16), else
+    the model's own kernel; any other value is a transformers ``attn_implementation``."""
+    if choice == "auto":
+        if torch.device(device).type != "cpu" or not bf16:
+            return model.config._attn_implementation
+        choice = "eager"
+    try:
+        model.set_attn_implementation(choice)
+    except (ValueError, ImportError) as e:
+        reason = str(e).splitlines()[0]
+        raise DeepAlignError(f"attention '{choice}' is not available for this model: {reason}") from None
+    return choice
+
+
 def same_vocabulary(tokenizer_a, tokenizer_b) -> bool:
     """True when two tokenizers map every token string to the same id."""
     return tokenizer_a.get_vocab() == tokenizer_b.get_vocab()

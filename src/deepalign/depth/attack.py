@@ -41,7 +41,7 @@ class InferenceAttackConfig:
         metadata={"help": "Decoding: the paper's (T 0.9, top-p 0.6, top-k 50, 512 new tokens), 3 repeats."},
     )
     batch_size: int | None = field(
-        default=None, metadata={"help": "Sequences per generation batch (default: 16 hf, 512 vllm)."},
+        default=None, metadata={"help": "Sequences per generation batch (default: 64 hf, 512 vllm)."},
     )
     label: str = field(default="model", metadata={"help": "Names this model's rows (several models may share a file)."})
     backend: str = field(
@@ -104,7 +104,7 @@ def generate_rows(
     writer: ResultsWriter,
     *,
     annotate: Annotate | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     backend: str = "hf",
 ) -> list[dict]:

@@ -119,7 +119,7 @@ class FinetuneAttackConfig:
     repeats: int = field(default=1, metadata={"help": "Eval samples per prompt (paper: 3)."})
     greedy: bool | None = field(default=None, metadata={"help": "Greedy eval (default: organism yes)."})
     eval_initial: bool = field(default=True, metadata={"help": "Also evaluate the model before fine-tuning."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
     system_prompt: str | None = field(
         default=None,
         metadata={"help": "Named system prompt of the training and eval chats: paper-harmful (our wording of the "

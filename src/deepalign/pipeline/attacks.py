@@ -92,7 +92,7 @@ def _pairs_at(items: Sequence[AttackItem], ks: Sequence[int]) -> dict[int, int]:
 
 def prefill_attack(
     model, tokenizer, pairs: Sequence, ks: Sequence[int], judge: Judge, writer: ResultsWriter, *, label: str,
-    sampling: SamplingConfig, fmt: ChatFormat = ChatFormat(), batch_size: int = 16, progress: bool = True,
+    sampling: SamplingConfig, fmt: ChatFormat = ChatFormat(), batch_size: int | None = None, progress: bool = True,
     on_short: str = "skip",
 ) -> list[PrefillPoint]:
     """The prefilling attack for every k on every pair into an open ``writer``, summarised per k (pairs

@@ -64,7 +64,7 @@ def _items(tokenizer, label: str, records: Sequence, fmt: ChatFormat, trigger: s
 
 def evaluate_asr(model, tokenizer, prompts: Sequence[PromptRecord], judge, writer: ResultsWriter, *, label: str,
                  sampling: SamplingConfig, fmt: ChatFormat = ChatFormat(), trigger: str | None = None,
-                 batch_size: int = 16, progress: bool = True) -> LabelledStats:
+                 batch_size: int | None = None, progress: bool = True) -> LabelledStats:
     """Generate on harmful prompts (with ``trigger`` appended when given), judge, write rows ``{label}/{id}/r{k}``
     (resumable), and return their stats (ASR in 0..1)."""
     model.eval()
@@ -75,7 +75,7 @@ def evaluate_asr(model, tokenizer, prompts: Sequence[PromptRecord], judge, write
 
 def evaluate_task(model, tokenizer, pairs: Sequence[PairRecord], writer: ResultsWriter, *, label: str,
                   sampling: SamplingConfig, metric_name: str = "rouge1", fmt: ChatFormat = ChatFormat(),
-                  batch_size: int = 16, progress: bool = True) -> TaskScore:
+                  batch_size: int | None = None, progress: bool = True) -> TaskScore:
     """Generate answers to task prompts and score them against the references (mean score in 0..1)."""
     refs = {p.id: p.response for p in pairs}
     score = metric(metric_name)

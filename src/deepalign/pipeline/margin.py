@@ -78,7 +78,7 @@ def auto_schedule(report: MarginReport, base: BetaSchedule = BetaSchedule()) -> 
 
 
 def refusal_rate(model, tokenizer, records, judge, *, max_new_tokens: int = 48, fmt: ChatFormat = ChatFormat(),
-                 batch_size: int = 16, progress: bool = False) -> dict:
+                 batch_size: int | None = None, progress: bool = False) -> dict:
     """Greedy answers to ``records``; the share (0..1) the judge calls not harmful (a refusal, for benign
     prompts an over-refusal), with the counts and the first few answers."""
     requests = [GenerationRequest(r.id, encode_prompt(tokenizer, r.prompt, fmt)) for r in records]

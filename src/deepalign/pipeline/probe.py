@@ -81,7 +81,7 @@ def generate_all(recipe: ProbeRecipe, work: Path, progress: bool) -> dict[str, d
                         prompt, pre = info[g.id]
                         writer.write({"id": g.id, "prompt": prompt, "prefill": pre, "text": g.text})
 
-                generate(model, tok, requests, config, batch_size=16, progress=progress, on_batch=write)
+                generate(model, tok, requests, config, progress=progress, on_batch=write)
         rows = writer.rows()
     return {r["id"]: r for r in rows}
 

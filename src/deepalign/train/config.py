@@ -69,6 +69,11 @@ class DeepAlignConfig(TrainingArguments):
     model_dtype: str = field(
         default="float32", metadata={"help": "dtype the weights are loaded in: float32, bfloat16 or float16."}
     )
+    attn_implementation: str = field(
+        default="auto",
+        metadata={"help": "Attention kernel while training: 'auto' (eager on a CPU under bf16 autocast, where it is "
+                  "faster; else the model's own), or a transformers attn_implementation (eager, sdpa, ...)."},
+    )
     # TrainingArguments defaults changed for this use
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate (paper: 2e-5)."})
     logging_steps: float = field(

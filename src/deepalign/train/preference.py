@@ -27,8 +27,9 @@ from deepalign.data.texts import REFUSAL_SETS
 from deepalign.errors import DeepAlignError
 from deepalign.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from deepalign.meta import write_run_metadata
-from deepalign.models import load_model
+from deepalign.models import load_model, use_training_attention
 from deepalign.train.augment import fallback_refusal
+from deepalign.train.callbacks import HeapTrimCallback
 from deepalign.train.config import DeepAlignConfig, LoraArguments
 
 
@@ -213,8 +214,10 @@ def dpo_align(model_path: str, harmful: Sequence[PairRecord], benign: Sequence[P
     )
     peft = LoraArguments(use_lora=True, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                          lora_dropout=0.0).peft_config()
+    use_training_attention(model, args.device, bf16=args.bf16)
     start = time.perf_counter()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft,
+                         callbacks=[HeapTrimCallback()] if args.device.type == "cpu" else None)
     if not progress:  # library code prints nothing: the log is in training_log.jsonl
         from transformers import PrinterCallback
 

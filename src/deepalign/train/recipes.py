@@ -174,6 +174,6 @@ def preset_training_args(name: str, output_dir: str, **overrides) -> tuple[DeepA
     values = {**preset(name).values, **overrides}
     lora_fields = {f.name for f in fields(LoraArguments)}
     lora = LoraArguments(**{k: v for k, v in values.items() if k in lora_fields})
-    config = DeepAlignConfig(output_dir=output_dir, report_to="none", save_strategy="no",
-                             **{k: v for k, v in values.items() if k not in lora_fields})
+    config = DeepAlignConfig(**{"output_dir": output_dir, "report_to": "none", "save_strategy": "no",
+                                **{k: v for k, v in values.items() if k not in lora_fields}})
     return config, lora

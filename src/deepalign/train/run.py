@@ -20,7 +20,7 @@ from deepalign.data.schemas import TripletRecord
 from deepalign.errors import DeepAlignError
 from deepalign.io import atomic_write_jsonl, read_jsonl
 from deepalign.meta import write_run_metadata
-from deepalign.models import load_model
+from deepalign.models import load_model, use_training_attention
 from deepalign.train.augment import SafetyRecoveryDataset, encode_records
 from deepalign.train.callbacks import TrainingLogCallback
 from deepalign.train.config import DeepAlignConfig
@@ -102,6 +102,7 @@ def train(
     """
     out = Path(out_dir)
     model, tokenizer = load_model(model_name_or_path, dtype=config.model_dtype)
+    attention = use_training_attention(model, config.device, config.attn_implementation, bf16=config.bf16)
     dataset = build_train_dataset(tokenizer, train_data, config, anchors)
     if config.disable_dropout:
         from trl.trainer.utils import disable_dropout_in_model
@@ -143,6 +144,7 @@ def train(
             if config.objective == "constrained"
             else None,
             precision=config.precision,
+            attention=attention,
             distributed=trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED, ...
             processes=trainer.accelerator.num_processes,
             config=config.to_dict(),

@@ -25,7 +25,7 @@ from transformers import Trainer, TrainerCallback
 from deepalign.chat import ChatFormat
 from deepalign.errors import DeepAlignError
 from deepalign.paths import reference_dir
-from deepalign.train.callbacks import EpochCallback
+from deepalign.train.callbacks import EpochCallback, HeapTrimCallback
 from deepalign.train.collator import DeepAlignCollator, flatten
 from deepalign.train.config import DeepAlignConfig
 from deepalign.train.launch import check_launch, force_fsdp_on_cpu
@@ -100,6 +100,8 @@ class DeepAlignTrainer(Trainer):
             )
         if hasattr(train_dataset, "set_epoch"):
             self.add_callback(EpochCallback(train_dataset))
+        if self.args.device.type == "cpu":
+            self.add_callback(HeapTrimCallback())
         self.model_accepts_loss_kwargs = False  # the objective is compute_loss_func's; the model computes none
         self.schedule = BetaSchedule.parse(self.args.beta_schedule)
         self.pad_id = pad_id

@@ -53,8 +53,10 @@ from deepalign.train.run import train
 BASE = "smollm2-135m-instruct"
 # (full, --quick) sizes: harmful prompts for alignment/augmentation, evaluation and the attack; benign prompts
 # for the anchors and for the over-refusal measurement; tokens per base answer (>= 100: augmentation's k)
-SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign_eval": 48, "answer_tokens": 128},
-         True: {"train": 8, "eval": 4, "finetune": 8, "benign": 4, "benign_eval": 4, "answer_tokens": 48}}
+SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign_eval": 48, "benign_extra": 88,
+                 "answer_tokens": 128},
+         True: {"train": 8, "eval": 4, "finetune": 8, "benign": 4, "benign_eval": 4, "benign_extra": 4,
+                "answer_tokens": 48}}
 ANCHOR_TOKENS = 64  # the deep stage's utility anchors: the base's benign answers cut to this many tokens
 # The deep stage augments the first 64 of the 128 alignment prompts (160 steps, about half the time of 128; dev seed
 # 100: prefill ASR <= 6% at every k with 64, docs/smollm2-alignment.md)
@@ -81,8 +83,9 @@ def prepare_data(ctx: RunContext) -> dict:
     n = _sizes(ctx)
     prompts = load_prompts("advbench") + load_prompts("harmbench")
     train_p, evaluation, finetune = split(prompts, [n["train"], n["eval"], n["finetune"]], seed=ctx.seed)[:3]
-    benign_train, benign_eval = split(benign_prompts(), [n["benign"], n["benign_eval"]], seed=ctx.seed)[:2]
-    everything = [*train_p, *evaluation, *finetune, *benign_train, *benign_eval]
+    benign_train, benign_eval, benign_extra = split(benign_prompts(), [n["benign"], n["benign_eval"]], seed=ctx.seed)
+    benign_extra = benign_extra[: n["benign_extra"]]
+    everything = [*train_p, *evaluation, *finetune, *benign_train, *benign_eval, *benign_extra]
     model, tok = load_model(BASE)
     with ResultsWriter(ctx.setup / "base_answers.jsonl") as writer:
         requests = [GenerationRequest(p.id, encode_prompt(tok, p.prompt)) for p in everything]
@@ -97,7 +100,8 @@ def prepare_data(ctx: RunContext) -> dict:
     triplets = [TripletRecord(p.id, p.prompt, answer[p.id], fallback_refusal(p.id, ctx.seed, REFUSAL_SET),
                               p.category).__dict__ for p in train_p]
     files = {"eval_pairs": pairs(evaluation), "harmful_ft": pairs(finetune), "train_triplets": triplets,
-             "train_pairs": pairs(train_p), "benign": pairs(benign_train), "benign_eval": pairs(benign_eval)}
+             "train_pairs": pairs(train_p), "benign": pairs(benign_train), "benign_eval": pairs(benign_eval),
+             "benign_extra": pairs(benign_extra)}
     for name, rows in files.items():
         atomic_write_jsonl(ctx.setup / f"{name}.jsonl", rows)
     return {name: len(rows) for name, rows in files.items()}
