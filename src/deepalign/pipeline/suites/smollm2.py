@@ -58,9 +58,11 @@ SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign
          True: {"train": 8, "eval": 4, "finetune": 8, "benign": 4, "benign_eval": 4, "benign_extra": 4,
                 "answer_tokens": 48}}
 ANCHOR_TOKENS = 64  # the deep stage's utility anchors: the base's benign answers cut to this many tokens
-# The deep stage augments the first 64 of the 128 alignment prompts (160 steps, about half the time of 128; dev seed
-# 100: prefill ASR <= 6% at every k with 64, docs/smollm2-alignment.md)
-DEEP_TRIPLETS = 64
+# The deep stage augments all 128 alignment prompts, with anchors from every benign prompt not held out (64 + 88):
+# with 64 triplets and the 64 anchor prompts of SFT and DPO the deep model refused 35% of held-out benign prompts on
+# the evaluation seeds (dev seed 100: 48%), switching to a refusal mid-answer (docs/smollm2-alignment.md)
+DEEP_TRIPLETS = 128
+DEEP_ANCHORS = ("benign", "benign_extra")
 ATTACK_EPOCHS = 6  # 64 attack examples / batch 8 x 6 epochs = 48 optimizer steps (the paper's attacks: ~50)
 ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of Llama-2-7B)
 # The refusal texts of alignment and augmentation: all open with "Sorry", a first token SmolLM2's compliant
@@ -132,18 +134,19 @@ def dpo_stage(ctx: RunContext) -> dict:
 
 def deepen(ctx: RunContext) -> dict:
     """The paper's safety-recovery augmentation of ``aligned`` (preset paper-augment: LoRA rank 64, merged) on
-    DEEP_TRIPLETS prompts, with the base's harmful answers and benign anchors cut to ANCHOR_TOKENS tokens."""
+    DEEP_TRIPLETS prompts, with the base's harmful answers and benign anchors (the DEEP_ANCHORS files) cut to
+    ANCHOR_TOKENS tokens. Checkpointed every 20 steps: a killed run continues where it stopped."""
     import time
 
     triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))[:DEEP_TRIPLETS]
     aligned = str(ctx.setup / "aligned")
     _, tok = load_model(aligned)
     anchors = [PairRecord(p.id, p.prompt, truncate_tokens(tok, p.response, ANCHOR_TOKENS), p.category)
-               for p in load_pairs(str(ctx.setup / "benign.jsonl"))]
+               for name in DEEP_ANCHORS for p in load_pairs(str(ctx.setup / f"{name}.jsonl"))]
     adapter = ctx.setup / "deep.adapter"
     quick = {"num_train_epochs": 1, "max_steps": 2} if ctx.config.quick else {}
     config, lora = preset_training_args("paper-augment", str(adapter), seed=ctx.seed, disable_tqdm=not ctx.progress,
-                                        bf16=bf16_is_fast(), **quick)
+                                        bf16=bf16_is_fast(), save_strategy="steps", save_steps=20, **quick)
     start = time.perf_counter()
     train(aligned, triplets, config, anchors=anchors, out_dir=adapter, peft_config=lora.peft_config())
     merge_adapter(adapter, ctx.setup / "deep")
