@@ -32,7 +32,7 @@ from deepalign.io import ResultsWriter, atomic_write_json, atomic_write_jsonl
 from deepalign.judges.registry import make_judge
 from deepalign.models import bf16_is_fast
 from deepalign.pipeline.attack_plan import FinetuneAttackConfig
-from deepalign.pipeline.builtins import load_model, resolve_model_path
+from deepalign.pipeline.builtins import load_model, load_tokenizer, resolve_model_path
 from deepalign.pipeline.margin import measure_margin, refusal_rate
 from deepalign.pipeline.stages import RunContext, Stage, Suite
 from deepalign.report.claims.common import ClaimRules
@@ -58,10 +58,9 @@ SIZES = {False: {"train": 128, "eval": 48, "finetune": 64, "benign": 64, "benign
          True: {"train": 8, "eval": 4, "finetune": 8, "benign": 4, "benign_eval": 4, "benign_extra": 4,
                 "answer_tokens": 48}}
 ANCHOR_TOKENS = 64  # the deep stage's utility anchors: the base's benign answers cut to this many tokens
-# The deep stage augments all 128 alignment prompts, with anchors from every benign prompt not held out (64 + 88):
+# The deep stage augments every alignment prompt, with anchors from every benign prompt not held out (64 + 88):
 # with 64 triplets and the 64 anchor prompts of SFT and DPO the deep model refused 35% of held-out benign prompts on
 # the evaluation seeds (dev seed 100: 48%), switching to a refusal mid-answer (docs/smollm2-alignment.md)
-DEEP_TRIPLETS = 128
 DEEP_ANCHORS = ("benign", "benign_extra")
 ATTACK_EPOCHS = 6  # 64 attack examples / batch 8 x 6 epochs = 48 optimizer steps (the paper's attacks: ~50)
 ATTACK_LEARNING_RATE = 2e-4  # LoRA-scaled (the paper: 2e-5 on every weight of Llama-2-7B)
@@ -134,13 +133,13 @@ def dpo_stage(ctx: RunContext) -> dict:
 
 def deepen(ctx: RunContext) -> dict:
     """The paper's safety-recovery augmentation of ``aligned`` (preset paper-augment: LoRA rank 64, merged) on
-    DEEP_TRIPLETS prompts, with the base's harmful answers and benign anchors (the DEEP_ANCHORS files) cut to
+    every alignment prompt, with the base's harmful answers and benign anchors (the DEEP_ANCHORS files) cut to
     ANCHOR_TOKENS tokens. Checkpointed every 20 steps: a killed run continues where it stopped."""
     import time
 
-    triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))[:DEEP_TRIPLETS]
+    triplets = load_triplets(str(ctx.setup / "train_triplets.jsonl"))
     aligned = str(ctx.setup / "aligned")
-    _, tok = load_model(aligned)
+    tok = load_tokenizer(aligned)
     anchors = [PairRecord(p.id, p.prompt, truncate_tokens(tok, p.response, ANCHOR_TOKENS), p.category)
                for name in DEEP_ANCHORS for p in load_pairs(str(ctx.setup / f"{name}.jsonl"))]
     adapter = ctx.setup / "deep.adapter"
